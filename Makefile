@@ -1,0 +1,45 @@
+# The first commands a user runs; each one creates the virtual environment it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DAGSTER_DISABLE_TELEMETRY := true
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: run test dev bench install install-dev clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/receipt-embeddings demo seed --if-empty
+	$(BIN)/receipt-embeddings run --kind lines
+	$(BIN)/receipt-embeddings search "total amount paid" --kind lines -k 5
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install-dev
+	$(BIN)/python -m tests.bench.run
+
+clean:
+	rm -rf .data .dagster_home .bench

@@ -1,0 +1,179 @@
+"""`receipt-embeddings`: seed, import, run, search and inspect the pipeline.
+
+Every command reads the same environment as the Dagster code location, and
+`run` drives the same definitions on the same instance, so what it does shows
+up in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import ConfigError, Settings
+
+KIND_CHOICES = ("lines",)
+
+
+def _json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .demo import generate_receipts
+
+    runtime = open_runtime(settings)
+    existing = runtime.store.receipt_count()
+    if args.if_empty and existing:
+        print(f"store already holds {existing} receipts: not seeding")
+        return 0
+    receipts = generate_receipts(args.receipts, seed=args.seed)
+    written = runtime.store.put_receipts(receipts)
+    lines = sum(len(r.lines) for r in receipts)
+    words = sum(len(r.words) for r in receipts)
+    print(f"seeded {written} demo receipts ({lines} lines, {words} words) into {settings.sqlite_path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .importer import ReceiptImportError, load_receipts
+
+    try:
+        receipts = load_receipts(Path(args.path))
+    except (ReceiptImportError, OSError) as exc:
+        print(f"import failed, nothing written: {exc}", file=sys.stderr)
+        return 2
+    written = open_runtime(settings).store.put_receipts(receipts)
+    print(f"imported {written} receipts ({sum(len(r.lines) for r in receipts)} lines) from {args.path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from dagster import DagsterInstance
+
+    from .api import open_runtime
+    from .definitions import KIND_DEFS, build_definitions
+    from .runner import RunFailed, run_kind
+
+    defs = build_definitions(settings)
+    runtime = open_runtime(settings)
+    summaries = []
+    with DagsterInstance.get() as instance:
+        for kind in KIND_CHOICES if args.kind == "all" else (args.kind,):
+            try:
+                summary = run_kind(defs, KIND_DEFS[kind], runtime, instance, args.timeout,
+                                   progress=(lambda _: None) if args.json else print)
+            except RunFailed as exc:
+                print(f"[{kind}] {exc}", file=sys.stderr)
+                return 1
+            summaries.append(summary)
+    if args.json:
+        _json([asdict(s) for s in summaries])
+    for s in summaries if not args.json else ():
+        if s.nothing_to_do:
+            print(f"[{s.kind}] nothing to embed: every {s.kind[:-1]} is already embedded, noise or failed "
+                  f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
+        else:
+            print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
+                  f"v{s.snapshot_version} with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, {s.seconds}s")
+        if s.timed_out:
+            print(f"[{s.kind}] timed out with {s.pending} items still PENDING", file=sys.stderr)
+    return 3 if any(s.timed_out for s in summaries) else 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime, search_receipts
+    from .search import NoSnapshot
+
+    try:
+        hits = search_receipts(args.text, args.kind, args.k, args.merchant, open_runtime(settings))
+    except NoSnapshot as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        _json([asdict(h) for h in hits])
+        return 0
+    print(f"nearest {args.kind} to {args.text!r}:")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>2}. {hit.distance:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
+              f"receipt {hit.image_id}/{hit.receipt_id}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime, pipeline_status
+
+    status = pipeline_status(KIND_CHOICES, open_runtime(settings))
+    if args.json:
+        _json(status)
+        return 0
+    for kind, s in status.items():
+        items = ", ".join(f"{k} {v}" for k, v in sorted(s["items"].items())) or "none"
+        batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
+        print(f"{kind}: items: {items}")
+        print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
+        print(f"{kind}: snapshot v{s['snapshot_version']} with {s['vectors']} vectors; "
+              f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="receipt-embeddings", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
+    seed = demo.add_parser("seed", help="write deterministic synthetic receipts into the store")
+    seed.add_argument("--receipts", type=int, default=200)
+    seed.add_argument("--seed", type=int, default=7)
+    seed.add_argument("--if-empty", action="store_true", help="do nothing when the store already holds receipts")
+    seed.set_defaults(func=cmd_seed)
+
+    imp = sub.add_parser("import", help="import receipts from JSON or NDJSON (docs/IMPORT_FORMAT.md)")
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run", help="run the pipeline to completion in process")
+    run.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up on pending items")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    search = sub.add_parser("search", help="nearest items from the latest snapshot")
+    search.add_argument("text")
+    search.add_argument("--kind", choices=KIND_CHOICES, default="lines")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--merchant")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    status = sub.add_parser("status", help="items by status, batches by stage, snapshot per kind")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").absolute()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "k", 1) < 1 or getattr(args, "receipts", 1) < 1:
+        print("-k and --receipts must be >= 1", file=sys.stderr)
+        return 2
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

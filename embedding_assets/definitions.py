@@ -1,0 +1,34 @@
+"""The code location: both kinds' assets, checks, jobs, schedules and sensors.
+
+Settings are read here, at load, so a bad variable stops the location from
+loading with a message naming it, instead of failing a run later.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from resources.configurable import resources_from_settings
+from sensors.batch_status import batch_status_sensor
+from sensors.compaction import compaction_sensor
+
+from .config import Settings
+from .factory import build_kind
+
+KIND_DEFS = {kind: build_kind(kind) for kind in ("lines",)}
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings.from_env()
+    kinds = KIND_DEFS.values()
+    return Definitions(
+        assets=[a for k in kinds for a in k.assets],
+        asset_checks=[c for k in kinds for c in k.checks],
+        jobs=[j for k in kinds for j in k.jobs.values()],
+        schedules=[k.schedule for k in kinds],
+        sensors=[s(k) for k in kinds for s in (batch_status_sensor, compaction_sensor)],
+        resources=resources_from_settings(settings),
+    )
+
+
+defs = build_definitions()

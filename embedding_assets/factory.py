@@ -1,0 +1,185 @@
+"""One asset group per kind (`lines`, `words`), built by the same factory.
+
+Asset bodies only open the resources and call a step in `pipeline` or
+`compaction`; what they add is what a user watches in the UI: materialization
+metadata with counts, tokens and seconds, and asset checks on the invariants.
+"""
+
+
+import time
+from dataclasses import dataclass
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    Config,
+    DefaultScheduleStatus,
+    DynamicPartitionsDefinition,
+    JobDefinition,
+    MaterializeResult,
+    MetadataValue,
+    ScheduleDefinition,
+    asset,
+    asset_check,
+    define_asset_job,
+)
+
+from resources.configurable import (
+    BatchProviderResource,
+    ChromaStoreResource,
+    LockResource,
+    ObjectStoreResource,
+    ReceiptStoreResource,
+    Runtime,
+)
+
+from .consistency import snapshot_agreement
+
+
+class CreateBatchesConfig(Config):
+    max_items: int = 500_000
+
+
+@dataclass
+class KindDefinitions:
+    kind: str
+    assets: list
+    checks: list
+    jobs: dict[str, JobDefinition]
+    schedule: ScheduleDefinition
+    partitions: DynamicPartitionsDefinition
+
+    @property
+    def create_job(self) -> JobDefinition:
+        return self.jobs["create_batches"]
+
+    @property
+    def ingest_job(self) -> JobDefinition:
+        return self.jobs["ingest_delta"]
+
+    @property
+    def compaction_job(self) -> JobDefinition:
+        return self.jobs["compaction"]
+
+
+def build_kind(kind: str) -> KindDefinitions:
+    partitions = DynamicPartitionsDefinition(name=f"{kind}_batches")
+    key = lambda name: AssetKey([kind, name])  # noqa: E731
+    common = dict(group_name=kind, key_prefix=[kind])
+
+    @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.", **common)
+    def unembedded(
+        context: AssetExecutionContext, config: CreateBatchesConfig, receipt_store: ReceiptStoreResource,
+        object_store: ObjectStoreResource, batch_provider: BatchProviderResource, chroma: ChromaStoreResource,
+        lock: LockResource,
+    ) -> MaterializeResult:
+        started = time.monotonic()
+        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        report = runtime.pipeline.prepare(kind, config.max_items, context.log.info)
+        return MaterializeResult(metadata={
+            "receipts": report.receipts, "items": report.items, "requests": report.requests,
+            "batches": len(report.batches), "noise": report.noise, "truncated": report.truncated,
+            "lost_claims": report.lost_claims, "oversized_receipts": report.oversized_receipts,
+            "released_orphans": report.released_orphans, "estimated_tokens": report.estimated_tokens,
+            "batch_ids": MetadataValue.json(report.batches), "seconds": round(time.monotonic() - started, 3),
+        })
+
+    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"},
+           description="Uploads PREPARED request files and creates provider batches.", **common)
+    def submitted_batches(
+        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
+        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
+    ) -> MaterializeResult:
+        started = time.monotonic()
+        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        report = runtime.pipeline.submit(kind, context.log.info)
+        if report.failed and not (report.submitted or report.reconciled):
+            raise RuntimeError(f"no batch could be submitted: {report.failed}")
+        return MaterializeResult(metadata={
+            "submitted": len(report.submitted), "reconciled": len(report.reconciled), "failed": len(report.failed),
+            "provider": runtime.provider.name, "model": runtime.provider.model,
+            "errors": MetadataValue.json(report.failed), "seconds": round(time.monotonic() - started, 3),
+        })
+
+    @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
+           description="One partition per finished provider batch: its vectors as a Parquet delta.", **common)
+    def embedding_deltas(
+        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
+        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
+    ) -> MaterializeResult:
+        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        report = runtime.pipeline.ingest(context.partition_key, context.log.info)
+        return MaterializeResult(metadata={
+            "batch_status": report.status, "vectors": report.vectors, "failed_requests": report.failed_requests,
+            "unfinished_requests": report.unfinished_requests, "unknown_results": report.unknown_results,
+            "released": report.released, "dead_lettered": report.dead_lettered, "prompt_tokens": report.prompt_tokens,
+            "cost_usd": report.cost_usd, "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
+        })
+
+    @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",
+           description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.", **common)
+    def chroma_snapshot(
+        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
+        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
+    ) -> MaterializeResult:
+        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        report = runtime.compactor(kind).run(context.log.info)
+        return MaterializeResult(metadata={
+            "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
+            "published": report.published, "pruned_versions": len(report.pruned), "seconds": round(report.seconds, 3),
+        })
+
+    @asset_check(asset=chroma_snapshot, name="success_matches_snapshot",
+                 description="Every SUCCESS item is in the latest snapshot, and every vector there is a SUCCESS item.")
+    def success_matches_snapshot(
+        receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource, batch_provider: BatchProviderResource,
+        chroma: ChromaStoreResource, lock: LockResource,
+    ) -> AssetCheckResult:
+        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
+        return AssetCheckResult(passed=agreement.ok, severity=AssetCheckSeverity.ERROR, metadata={
+            "success_items": agreement.success, "items_in_snapshot": agreement.in_snapshot,
+            "success_missing_from_snapshot": agreement.missing_count,
+            "snapshot_items_not_success": agreement.extra_count,
+            "sample_missing": MetadataValue.json(agreement.missing_sample),
+            "sample_extra": MetadataValue.json(agreement.extra_sample),
+        })
+
+    @asset_check(asset=submitted_batches, name="no_pending_without_batch",
+                 description="No item is PENDING unless a live batch record owns it.")
+    def no_pending_without_batch(receipt_store: ReceiptStoreResource) -> AssetCheckResult:
+        stranded = receipt_store.open().pending_without_live_batch(kind)
+        return AssetCheckResult(passed=not stranded, severity=AssetCheckSeverity.WARN, metadata={
+            "stranded_items": len(stranded),
+            "batches": MetadataValue.json(sorted({b or "(none)" for _, b in stranded})[:20]),
+            "sample": MetadataValue.json([k for k, _ in stranded[:10]]),
+        })
+
+    jobs = {
+        "create_batches": define_asset_job(
+            f"{kind}_create_batches", selection=AssetSelection.assets(key("unembedded"), key("submitted_batches")),
+            description=f"Find, claim and format unembedded {kind}; submit them as batches.",
+        ),
+        "ingest_delta": define_asset_job(
+            f"{kind}_ingest_delta", selection=AssetSelection.assets(key("embedding_deltas")), partitions_def=partitions,
+            description="Turn one finished batch (the partition) into a delta.",
+        ),
+        "compaction": define_asset_job(
+            f"{kind}_compaction", selection=AssetSelection.assets(key("chroma_snapshot")),
+            description="Merge waiting deltas into a new snapshot version.",
+        ),
+    }
+    schedule = ScheduleDefinition(
+        name=f"{kind}_create_batches_schedule", job=jobs["create_batches"], cron_schedule="0 * * * *",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Hourly batch creation; off by default so that nothing is sent (or paid for) until you turn it on.",
+    )
+    return KindDefinitions(
+        kind, [unembedded, submitted_batches, embedding_deltas, chroma_snapshot],
+        [success_matches_snapshot, no_pending_without_batch], jobs, schedule, partitions,
+    )

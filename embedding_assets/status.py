@@ -1,0 +1,24 @@
+"""One summary of where every item and batch stands, for the CLI and the UI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .models import Stage
+from .ports import ReceiptStore
+from .snapshots import SnapshotStore
+
+
+def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]:
+    batches = store.list_batches(snapshots.kind)
+    pointer = snapshots.latest()
+    return {
+        "items": store.status_counts(snapshots.kind),
+        "batches": dict(Counter(b.stage.value for b in batches)),
+        "deltas_waiting": sum(b.stage == Stage.DELTA_READY for b in batches),
+        "snapshot_version": pointer.version if pointer else None,
+        "vectors": pointer.vectors if pointer else 0,
+        "prompt_tokens": sum(b.prompt_tokens for b in batches),
+        "cost_usd": round(sum(b.cost_usd for b in batches), 6),
+    }

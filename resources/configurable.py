@@ -1,0 +1,143 @@
+"""The Dagster resources: configuration in the UI, plain domain objects out.
+
+Each resource only holds settings and opens the matching backend; the steps
+themselves live in `embedding_assets` and never see Dagster. Backends are
+imported when opened, so the production ones' SDKs load only when chosen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from embedding_assets.compaction import Compactor
+from embedding_assets.config import Settings
+from embedding_assets.pipeline import Pipeline
+from embedding_assets.ports import BatchProvider, ObjectStore, ReceiptStore
+from embedding_assets.snapshots import SnapshotStore
+
+
+class ReceiptStoreResource(ConfigurableResource):
+    """Receipts, item statuses, batch records and leases (SQLite by default)."""
+
+    sqlite_path: str
+    max_attempts: int = 3
+
+    def open(self) -> ReceiptStore:
+        from .sqlite_store import SqliteReceiptStore
+
+        return SqliteReceiptStore(Path(self.sqlite_path))
+
+
+class ObjectStoreResource(ConfigurableResource):
+    """Request files, deltas and snapshots (a local folder by default)."""
+
+    root: str
+    scratch_dir: str
+    delete_intermediate_chunks: bool = True
+    delete_processed_deltas: bool = False
+
+    def open(self) -> ObjectStore:
+        from .local_object_store import LocalObjectStore
+
+        return LocalObjectStore(Path(self.root))
+
+
+class BatchProviderResource(ConfigurableResource):
+    """The batch embedding service; `local` needs no key and no network."""
+
+    provider: str = "local"
+    root: str = ""
+    model: str | None = None
+    dimensions: int | None = None
+
+    def open(self) -> BatchProvider:
+        if self.provider != "local":
+            raise ValueError(f"EMBEDDING_PROVIDER={self.provider!r} is not available in this build")
+        from .local_provider import LocalBatchProvider
+
+        return LocalBatchProvider(Path(self.root), dimensions=self.dimensions)
+
+
+class ChromaStoreResource(ConfigurableResource):
+    """Versioned Chroma snapshots and the compactor's local copies of them."""
+
+    cache_dir: str
+    keep_versions: int = 3
+    chunk_size: int = 5000
+
+    def snapshots(self, objects: ObjectStore, kind: str) -> SnapshotStore:
+        return SnapshotStore(objects, Path(self.cache_dir), kind, self.keep_versions)
+
+
+class LockResource(ConfigurableResource):
+    """Lease settings for the work that must not run twice at once."""
+
+    lock_duration_minutes: float = 5.0
+    heartbeat_interval_seconds: float = 30.0
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self.lock_duration_minutes * 60
+
+
+def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    return {
+        "receipt_store": ReceiptStoreResource(sqlite_path=str(settings.sqlite_path), max_attempts=settings.max_attempts),
+        "object_store": ObjectStoreResource(
+            root=str(settings.objects_dir), scratch_dir=str(settings.data_dir / "tmp"),
+            delete_intermediate_chunks=settings.delete_intermediate_chunks,
+            delete_processed_deltas=settings.delete_processed_deltas,
+        ),
+        "batch_provider": BatchProviderResource(
+            provider=settings.provider, root=str(settings.provider_dir), model=settings.model, dimensions=settings.dimensions,
+        ),
+        "chroma": ChromaStoreResource(
+            cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,
+            chunk_size=settings.chunk_size,
+        ),
+        "lock": LockResource(
+            lock_duration_minutes=settings.lock_duration_minutes,
+            heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+        ),
+    }
+
+
+class Runtime:
+    """The opened backends and the steps over them, for one asset, sensor tick or CLI command."""
+
+    def __init__(
+        self,
+        receipt_store: ReceiptStoreResource,
+        object_store: ObjectStoreResource,
+        batch_provider: BatchProviderResource,
+        chroma: ChromaStoreResource,
+        lock: LockResource,
+    ):
+        self.config = (receipt_store, object_store, batch_provider, chroma, lock)
+        self.store = receipt_store.open()
+        self.objects = object_store.open()
+        self.provider = batch_provider.open()
+        self.pipeline = Pipeline(
+            self.store, self.objects, self.provider, Path(object_store.scratch_dir),
+            max_attempts=receipt_store.max_attempts, lock_ttl_seconds=lock.ttl_seconds,
+            heartbeat_seconds=lock.heartbeat_interval_seconds,
+            delete_intermediate=object_store.delete_intermediate_chunks,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        return cls(**resources_from_settings(settings))
+
+    def snapshots(self, kind: str) -> SnapshotStore:
+        return self.config[3].snapshots(self.objects, kind)
+
+    def compactor(self, kind: str) -> Compactor:
+        _, object_store, _, chroma, lock = self.config
+        return Compactor(
+            self.store, self.objects, self.snapshots(kind), self.provider.model, self.provider.dimensions,
+            lock_ttl_seconds=lock.ttl_seconds, heartbeat_seconds=lock.heartbeat_interval_seconds,
+            chunk_size=chroma.chunk_size, delete_processed_deltas=object_store.delete_processed_deltas,
+            work_dir=Path(object_store.scratch_dir),
+        )

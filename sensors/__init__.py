@@ -1,0 +1,1 @@
+"""Sensors that let the provider and the deltas drive the work."""

@@ -1,0 +1,33 @@
+"""Starts compaction when deltas wait and no compaction of the kind is in flight.
+
+The lease in the compactor already makes a second compaction give way; this
+check just avoids queueing runs that would only wait for it.
+"""
+
+
+from dagster import DagsterRunStatus, DefaultSensorStatus, RunRequest, RunsFilter, SensorEvaluationContext, SkipReason, sensor
+
+from embedding_assets.factory import KindDefinitions
+from embedding_assets.models import Stage
+from resources.configurable import ReceiptStoreResource
+
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def compaction_sensor(defs: KindDefinitions):
+    kind = defs.kind
+    job = defs.compaction_job
+
+    @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=60,
+            default_status=DefaultSensorStatus.RUNNING,
+            description=f"Runs {kind} compaction when deltas are waiting and none is running.")
+    def _sensor(context: SensorEvaluationContext, receipt_store: ReceiptStoreResource):
+        waiting = receipt_store.open().list_batches(kind, [Stage.DELTA_READY])
+        if not waiting:
+            return SkipReason("no deltas waiting")
+        running = context.instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
+        if running:
+            return SkipReason(f"compaction run {running[0].run_id} still in flight")
+        return RunRequest(tags={"deltas": str(len(waiting))})
+
+    return _sensor
