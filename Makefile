@@ -23,11 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
-
-run: install $(DAGSTER_HOME)/dagster.yaml
+run: install
 	$(BIN)/receipt-embeddings demo seed --if-empty
 	$(BIN)/receipt-embeddings run --kind lines
 	$(BIN)/receipt-embeddings search "total amount paid" --kind lines -k 5
@@ -35,7 +31,8 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 test: install-dev
 	$(BIN)/python -m pytest -q
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install
+	$(BIN)/receipt-embeddings status > /dev/null
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: install-dev

@@ -37,12 +37,18 @@ class RunSummary:
     runs: list[str] = field(default_factory=list)
 
 
+# Our own progress lines say what happens; Dagster's event log stays in the instance for the UI.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
 class RunFailed(RuntimeError):
     """A Dagster run of the pipeline failed; its id is in the message."""
 
 
 def _execute(defs: Definitions, instance: DagsterInstance, job_name: str, summary: RunSummary, **kwargs) -> None:
-    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=_QUIET, **kwargs
+    )
     summary.runs.append(result.run_id)
     if not result.success:
         errors = [str(e.event_specific_data.error.message).strip() for e in result.all_events
