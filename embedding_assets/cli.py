@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .config import ConfigError, Settings
+from .models import KINDS
 
-KIND_CHOICES = ("lines",)
+KIND_CHOICES = KINDS
 
 
 def _json(value: object) -> None:

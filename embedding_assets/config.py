@@ -67,6 +67,10 @@ class Settings:
         api_key = reader.text("OPENAI_API_KEY")
         if provider == "openai" and not api_key:
             raise ConfigError("OPENAI_API_KEY: required when EMBEDDING_PROVIDER=openai")
+        s3_bucket, chromadb_bucket = reader.text("S3_BUCKET"), reader.text("CHROMADB_BUCKET")
+        if bool(s3_bucket) != bool(chromadb_bucket):
+            missing = "CHROMADB_BUCKET" if s3_bucket else "S3_BUCKET"
+            raise ConfigError(f"{missing}: required with {'S3_BUCKET' if s3_bucket else 'CHROMADB_BUCKET'} (S3 holds both)")
         return cls(
             data_dir=data_dir,
             provider=provider,
@@ -75,8 +79,8 @@ class Settings:
             openai_api_key=api_key,
             openai_base_url=reader.text("OPENAI_BASE_URL"),
             dynamodb_table=reader.text("DYNAMODB_TABLE_NAME"),
-            s3_bucket=reader.text("S3_BUCKET"),
-            chromadb_bucket=reader.text("CHROMADB_BUCKET"),
+            s3_bucket=s3_bucket,
+            chromadb_bucket=chromadb_bucket,
             aws_endpoint_url=reader.text("AWS_ENDPOINT_URL"),
             chroma_persist_directory=Path(reader.text("CHROMA_PERSIST_DIRECTORY") or data_dir / "chroma").absolute(),
             chroma_host=reader.text("CHROMA_HOST"),

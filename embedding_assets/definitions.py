@@ -14,8 +14,9 @@ from sensors.compaction import compaction_sensor
 
 from .config import Settings
 from .factory import build_kind
+from .models import KINDS
 
-KIND_DEFS = {kind: build_kind(kind) for kind in ("lines",)}
+KIND_DEFS = {kind: build_kind(kind) for kind in KINDS}
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:

@@ -19,42 +19,64 @@ from embedding_assets.snapshots import SnapshotStore
 
 
 class ReceiptStoreResource(ConfigurableResource):
-    """Receipts, item statuses, batch records and leases (SQLite by default)."""
+    """Receipts, item statuses, batch records and leases: SQLite (default) or the seed's DynamoDB table."""
 
-    sqlite_path: str
+    backend: str = "sqlite"
+    sqlite_path: str = ""
+    dynamodb_table: str = ""
+    aws_endpoint_url: str | None = None
     max_attempts: int = 3
 
     def open(self) -> ReceiptStore:
+        if self.backend == "dynamodb":
+            from .dynamodb_store import DynamoReceiptStore
+
+            return DynamoReceiptStore(self.dynamodb_table, endpoint_url=self.aws_endpoint_url)
         from .sqlite_store import SqliteReceiptStore
 
         return SqliteReceiptStore(Path(self.sqlite_path))
 
 
 class ObjectStoreResource(ConfigurableResource):
-    """Request files, deltas and snapshots (a local folder by default)."""
+    """Request files, deltas and snapshots: a local folder (default) or S3."""
 
-    root: str
+    backend: str = "local"
+    root: str = ""
+    requests_bucket: str = ""
+    chroma_bucket: str = ""
+    aws_endpoint_url: str | None = None
     scratch_dir: str
     delete_intermediate_chunks: bool = True
     delete_processed_deltas: bool = False
 
     def open(self) -> ObjectStore:
+        if self.backend == "s3":
+            from .s3_object_store import S3ObjectStore
+
+            return S3ObjectStore(self.requests_bucket, self.chroma_bucket, endpoint_url=self.aws_endpoint_url)
         from .local_object_store import LocalObjectStore
 
         return LocalObjectStore(Path(self.root))
 
 
 class BatchProviderResource(ConfigurableResource):
-    """The batch embedding service; `local` needs no key and no network."""
+    """The batch embedding service: `local` (no key, no network, free) or `openai` (paid, explicit)."""
 
     provider: str = "local"
     root: str = ""
     model: str | None = None
     dimensions: int | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
 
     def open(self) -> BatchProvider:
-        if self.provider != "local":
-            raise ValueError(f"EMBEDDING_PROVIDER={self.provider!r} is not available in this build")
+        if self.provider == "openai":
+            from .openai_provider import OpenAIBatchProvider
+
+            return OpenAIBatchProvider(
+                api_key=self.openai_api_key, base_url=self.openai_base_url, model=self.model,
+                dimensions=self.dimensions, scratch_dir=Path(self.root),
+            )
         from .local_provider import LocalBatchProvider
 
         return LocalBatchProvider(Path(self.root), dimensions=self.dimensions)
@@ -84,14 +106,21 @@ class LockResource(ConfigurableResource):
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
-        "receipt_store": ReceiptStoreResource(sqlite_path=str(settings.sqlite_path), max_attempts=settings.max_attempts),
+        "receipt_store": ReceiptStoreResource(
+            backend="dynamodb" if settings.dynamodb_table else "sqlite", sqlite_path=str(settings.sqlite_path),
+            dynamodb_table=settings.dynamodb_table or "", aws_endpoint_url=settings.aws_endpoint_url,
+            max_attempts=settings.max_attempts,
+        ),
         "object_store": ObjectStoreResource(
-            root=str(settings.objects_dir), scratch_dir=str(settings.data_dir / "tmp"),
+            backend="s3" if settings.s3_bucket else "local", root=str(settings.objects_dir),
+            requests_bucket=settings.s3_bucket or "", chroma_bucket=settings.chromadb_bucket or "",
+            aws_endpoint_url=settings.aws_endpoint_url, scratch_dir=str(settings.data_dir / "tmp"),
             delete_intermediate_chunks=settings.delete_intermediate_chunks,
             delete_processed_deltas=settings.delete_processed_deltas,
         ),
         "batch_provider": BatchProviderResource(
             provider=settings.provider, root=str(settings.provider_dir), model=settings.model, dimensions=settings.dimensions,
+            openai_api_key=settings.openai_api_key, openai_base_url=settings.openai_base_url,
         ),
         "chroma": ChromaStoreResource(
             cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,
