@@ -1,0 +1,65 @@
+"""Shared fixtures: a temporary embedded store, a real Dagster instance, demo receipts.
+
+`backend_settings` is parametrized over the backend sets the whole-pipeline
+tests run on; each entry builds environment variables for one set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from embedding_assets.config import Settings
+from embedding_assets.demo import generate_receipts
+from resources.configurable import Runtime
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "DATA_DIR": str(tmp_path / "data"),
+        "LOCK_DURATION_MINUTES": "1",
+        "HEARTBEAT_INTERVAL_SECONDS": "2",
+    }
+
+
+def embedded_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    return base_env(tmp_path)
+
+
+# name -> builder of the environment for that backend set
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, str]]] = {"embedded": embedded_env}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(base_env(tmp_path))
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return Settings.from_env(BACKENDS[request.param](tmp_path, request))
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    return Runtime.from_settings(settings)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def demo_receipts():
+    return generate_receipts(6, seed=11)

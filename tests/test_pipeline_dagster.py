@@ -1,0 +1,57 @@
+"""The whole pipeline through Dagster, on a real instance and a temporary store."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.definitions import KIND_DEFS, build_definitions
+from embedding_assets.models import Stage, Status
+from embedding_assets.runner import run_kind
+from embedding_assets.search import search
+from resources.configurable import Runtime
+
+
+@pytest.fixture
+def seeded(backend_settings, demo_receipts):
+    runtime = Runtime.from_settings(backend_settings)
+    runtime.store.put_receipts(demo_receipts)
+    return backend_settings, runtime
+
+
+@pytest.mark.parametrize("kind", ["lines", "words"])
+def test_pipeline_embeds_every_item_once_and_a_second_run_does_nothing(seeded, instance, demo_receipts, kind):
+    settings, runtime = seeded
+    defs = build_definitions(settings)
+    total = sum(len(getattr(r, kind)) for r in demo_receipts)
+
+    first = run_kind(defs, KIND_DEFS[kind], runtime, instance, timeout=120, poll_seconds=0.1, progress=lambda _: None)
+
+    counts = runtime.store.status_counts(kind)
+    assert counts.get(Status.SUCCESS.value, 0) + counts.get(Status.NOISE.value, 0) == total
+    assert first.embedded == counts[Status.SUCCESS.value] and not first.timed_out
+    assert first.snapshot_version == 1 and first.vectors > 0
+    assert all(b.stage == Stage.COMPACTED for b in runtime.store.list_batches(kind))
+    agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
+    assert agreement.ok and agreement.success == counts[Status.SUCCESS.value]
+
+    second = run_kind(defs, KIND_DEFS[kind], runtime, instance, timeout=60, poll_seconds=0.1, progress=lambda _: None)
+    assert second.nothing_to_do and second.embedded == 0
+    assert second.snapshot_version == 1 and second.vectors == first.vectors
+
+    materialized = instance.get_latest_materialization_event(KIND_DEFS[kind].assets[3].key)
+    assert materialized is not None
+    meta = materialized.asset_materialization.metadata
+    assert meta["vectors"].value == first.vectors
+    partitions = instance.get_dynamic_partitions(KIND_DEFS[kind].partitions.name)
+    assert sorted(partitions) == sorted(b.batch_id for b in runtime.store.list_batches(kind))
+
+
+def test_search_finds_a_line_by_its_own_text_and_filters_by_merchant(seeded, instance, demo_receipts):
+    settings, runtime = seeded
+    run_kind(build_definitions(settings), KIND_DEFS["lines"], runtime, instance, timeout=120, poll_seconds=0.1,
+             progress=lambda _: None)
+    merchant = demo_receipts[0].merchant_name
+    hits = search(runtime.snapshots("lines"), runtime.provider, "TOTAL", k=3, merchant=merchant)
+    assert hits and all(h.merchant_name == merchant for h in hits)
+    assert hits == sorted(hits, key=lambda h: h.distance)
