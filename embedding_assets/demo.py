@@ -160,7 +160,7 @@ NAMES = ("MARIA", "JAMES", "ANNA", "DEVON", "PRIYA", "LUIS", "KATE", "SAM", "NIN
 Row = tuple[str, str, str | None]
 
 
-def money(cents: int) -> str:
+def _money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
@@ -183,7 +183,7 @@ def _items(rng: random.Random, category: str) -> tuple[list[Row], int, int]:
         gallons = rng.randint(3000, 18000)  # thousandths of a gallon
         per_gallon = rng.randint(low, high)  # thousandths of a dollar, 3459 = 3.459
         cents = (gallons * per_gallon + 5_000) // 10_000
-        rows.append(("L", fuel, money(cents)))
+        rows.append(("L", fuel, _money(cents)))
         rows.append(("I", f"{gallons / 1000:.3f} GAL @ {per_gallon / 1000:.3f}/GAL", None))
         units += 1
         total += cents
@@ -196,11 +196,11 @@ def _items(rng: random.Random, category: str) -> tuple[list[Row], int, int]:
         units += qty
         total += cents
         if inline_qty:
-            rows.append(("L", f"{qty} {name}", money(cents)))
+            rows.append(("L", f"{qty} {name}", _money(cents)))
         else:
-            rows.append(("L", name, money(cents)))
+            rows.append(("L", name, _money(cents)))
             if qty > 1:
-                rows.append(("I", f"{qty} @ {money(unit)}", None))
+                rows.append(("I", f"{qty} @ {_money(unit)}", None))
     return rows, units, total
 
 
@@ -243,18 +243,18 @@ def _rows(rng: random.Random, merchant: str, category: str) -> list[Row | None]:
         rows.append(None)
     tax = (subtotal * tax_rate + 50_000) // 100_000
     dollar = "$" if rng.random() < 0.3 else ""
-    rows.append(("T", "SUBTOTAL", money(subtotal)))
-    rows.append(("T", rng.choice(("TAX", f"TAX {_percent(tax_rate)}%", "SALES TAX")), money(tax)))
-    rows.append(("T", "TOTAL", dollar + money(subtotal + tax)))
+    rows.append(("T", "SUBTOTAL", _money(subtotal)))
+    rows.append(("T", rng.choice(("TAX", f"TAX {_percent(tax_rate)}%", "SALES TAX")), _money(tax)))
+    rows.append(("T", "TOTAL", dollar + _money(subtotal + tax)))
     rows.append(None)
 
     total = subtotal + tax
     if rng.random() < 0.15:
         tendered = -(-total // 2000) * 2000
-        rows.append(("T", "CASH", money(tendered)))
-        rows.append(("T", "CHANGE", money(tendered - total)))
+        rows.append(("T", "CASH", _money(tendered)))
+        rows.append(("T", "CHANGE", _money(tendered - total)))
     else:
-        rows.append(("L", f"{rng.choice(CARDS)} ****{rng.randint(0, 9999):04d}", money(total)))
+        rows.append(("L", f"{rng.choice(CARDS)} ****{rng.randint(0, 9999):04d}", _money(total)))
         rows.append(("L", f"AUTH CODE {rng.randint(0, 999999):06d}", "APPROVED"))
     if category not in ("cafe", "restaurant"):
         rows.append(("L", f"ITEMS SOLD: {units}", None))
@@ -294,8 +294,9 @@ def _receipt(rng: random.Random, image_id: str, receipt_id: int) -> Receipt:
         # Texts are built with single spaces, so offsets follow from the word lengths.
         for word_id, word in enumerate(text.split(" ")):
             size = len(word)
-            word_conf = conf + 0.06 * rand() - 0.03
-            word_conf = 1.0 if word_conf > 1.0 else 0.8 if word_conf < 0.8 else round(word_conf, 2)
+            word_conf = round(conf + 0.06 * rand() - 0.03, 2)
+            if word_conf > 1.0:
+                word_conf = 1.0
             word_box = Box(x + start * per_char, y, size * per_char, h)
             words.append(Item(image_id, receipt_id, line_id, word, word_box, word_conf, word_id))
             start += size + 1

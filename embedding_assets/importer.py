@@ -25,7 +25,7 @@ Receipt object::
 Line object::
 
     line_id        integer >= 0, required, unique within the receipt
-    text           string with at least one non-blank character, required
+    text           string, required; blank text is kept and becomes NOISE, never sent
     bounding_box   box object, required
     confidence     number, 0 < confidence <= 1, required
     is_noise       boolean, optional (default false)
@@ -51,7 +51,6 @@ NDJSON (file lines counted from 1).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,17 +71,18 @@ class ReceiptImportError(ValueError):
 
 
 class _FieldError(Exception):
-    """Raised inside one record, before the record's label is known to the raiser."""
+    """Raised inside one record, before the record's label is known to the raiser; field "" is the record itself."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(f"{field}: {problem}" if field else problem)
         self.field = field
         self.problem = problem
 
 
 def _is_number(value: Any) -> bool:
-    # bool is an int subclass, and json accepts NaN and Infinity.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # Exact types, because bool is an int subclass. NaN and Infinity, which
+    # json accepts, fail the range check every caller makes next.
+    return type(value) is float or type(value) is int
 
 
 def _get(obj: dict[str, Any], key: str, path: str) -> Any:
@@ -104,8 +104,6 @@ def _text(obj: dict[str, Any], path: str) -> str:
     value = _get(obj, "text", path)
     if not isinstance(value, str):
         raise _FieldError(f"{path}text", f"must be a string, got {value!r}")
-    if not value.strip():
-        raise _FieldError(f"{path}text", "must not be blank")
     return value
 
 
@@ -154,7 +152,7 @@ def _list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
 def _receipt(obj: Any, context: dict[str, Any]) -> Receipt:
     """Build one receipt; `context` collects image and receipt ids as they pass, for the error label."""
     if not isinstance(obj, dict):
-        raise _FieldError("(record)", f"must be a JSON object, got {type(obj).__name__}")
+        raise _FieldError("", f"must be a JSON object, got {type(obj).__name__}")
     image_id = _get(obj, "image_id", "")
     if not isinstance(image_id, str) or not image_id:
         raise _FieldError("image_id", f"must be a non-empty string, got {image_id!r}")
@@ -218,7 +216,7 @@ def _build(records: Iterable[tuple[str, Any]]) -> list[Receipt]:
             receipt = _receipt(obj, context)
         except _FieldError as exc:
             label = _label(where, context)
-            raise ReceiptImportError(f"{label}: {exc}", record=label, field=exc.field) from None
+            raise ReceiptImportError(f"{label}: {exc}", record=label, field=exc.field or None) from None
         key = (receipt.image_id, receipt.receipt_id)
         if key in first_seen:
             label = _label(where, context)
@@ -232,7 +230,8 @@ def _build(records: Iterable[tuple[str, Any]]) -> list[Receipt]:
 
 
 def _ndjson_records(text: str) -> Iterator[tuple[str, Any]]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a record: str.splitlines would also split inside strings holding U+2028 and the like.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -244,7 +243,7 @@ def _ndjson_records(text: str) -> Iterator[tuple[str, Any]]:
 
 
 def _first_line_parses(text: str) -> bool:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in text.split("\n") if line.strip()), "")
     try:
         json.loads(first)
     except json.JSONDecodeError:
@@ -255,7 +254,10 @@ def _first_line_parses(text: str) -> bool:
 def load_receipts(path: Path) -> list[Receipt]:
     """Every receipt in the file, or ReceiptImportError and nothing."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ReceiptImportError(f"not UTF-8 text: byte {exc.start}: {exc.reason}") from None
     if path.suffix.lower() in NDJSON_SUFFIXES:
         return _build(_ndjson_records(text))
     try:
@@ -269,7 +271,7 @@ def load_receipts(path: Path) -> list[Receipt]:
         doc = doc["receipts"]
         if not isinstance(doc, list):
             raise ReceiptImportError("receipts: must be an array", field="receipts")
-    elif isinstance(doc, dict) and len(text.strip().splitlines()) == 1:
+    elif isinstance(doc, dict) and "\n" not in text.strip():
         # A single receipt on one line is a one-record NDJSON file.
         return _build(_ndjson_records(text))
     if not isinstance(doc, list):
@@ -309,7 +311,10 @@ def receipt_to_json(receipt: Receipt) -> dict[str, Any]:
 
 
 def dump_receipts(receipts: Iterable[Receipt], path: Path) -> None:
-    """Write receipts so that load_receipts gives them back; one receipt per text line either way, for diffs and grep."""
+    """Write receipts so that load_receipts gives them back.
+
+    Either shape keeps one receipt per text line, so exports diff and grep well.
+    """
     path = Path(path)
     rows = [json.dumps(receipt_to_json(r), ensure_ascii=False, separators=(",", ":")) for r in receipts]
     if path.suffix.lower() in NDJSON_SUFFIXES:

@@ -1,0 +1,79 @@
+"""Sensors evaluated with build_sensor_context on a real instance and a real store."""
+
+from __future__ import annotations
+
+from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
+
+from embedding_assets.definitions import KIND_DEFS, build_definitions
+from embedding_assets.models import Stage
+from sensors import batch_status
+from sensors.batch_status import batch_status_sensor
+from sensors.compaction import compaction_sensor
+
+
+def _prepared_and_submitted(runtime, demo_receipts, receipts_per_batch=None):
+    runtime.store.put_receipts(demo_receipts)
+    if receipts_per_batch:
+        from embedding_assets.batching import Budget
+
+        runtime.pipeline.budget = Budget(max_requests=receipts_per_batch)
+    runtime.pipeline.prepare("lines", 10_000_000, progress=lambda _: None)
+    runtime.pipeline.submit("lines", progress=lambda _: None)
+
+
+def test_batch_status_sensor_adds_partitions_and_requests_each_ingest_once(settings, runtime, instance, demo_receipts):
+    _prepared_and_submitted(runtime, demo_receipts, receipts_per_batch=40)
+    batch_ids = sorted(b.batch_id for b in runtime.store.list_batches("lines"))
+    assert len(batch_ids) > 1
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        result = sensor(context)
+    assert sorted(r.partition_key for r in result.run_requests) == batch_ids
+    assert all(r.run_key == f"lines-ingest-{r.partition_key}" for r in result.run_requests)
+    (add,) = result.dynamic_partitions_requests
+    assert add.partitions_def_name == "lines_batches" and sorted(add.partition_keys) == batch_ids
+    assert all(b.stage == Stage.COMPLETED for b in runtime.store.list_batches("lines"))
+
+    instance.add_dynamic_partitions("lines_batches", batch_ids)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        again = sensor(context)
+    assert not again.dynamic_partitions_requests  # known partitions are not added twice
+    assert {r.run_key for r in again.run_requests} == {r.run_key for r in result.run_requests}
+
+
+def test_batch_status_sensor_pages_through_live_batches_across_ticks(settings, runtime, instance, demo_receipts, monkeypatch):
+    _prepared_and_submitted(runtime, demo_receipts, receipts_per_batch=40)
+    live = sorted(b.batch_id for b in runtime.store.list_batches("lines"))
+    monkeypatch.setattr(batch_status, "MAX_POLLS_PER_TICK", 1)
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+    cursor, seen = None, []
+    for _ in live:
+        with build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor) as context:
+            result = sensor(context)
+        cursor = result.cursor
+        seen = sorted(r.partition_key for r in result.run_requests)
+    assert seen == live and cursor == ""
+
+
+def test_compaction_sensor_waits_for_deltas_and_for_a_running_compaction(settings, runtime, instance, demo_receipts):
+    defs = build_definitions(settings)
+    sensor = compaction_sensor(KIND_DEFS["lines"])
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        assert isinstance(sensor(context), SkipReason)
+
+    _prepared_and_submitted(runtime, demo_receipts)
+    finished, _ = runtime.pipeline.poll("lines", 100)
+    runtime.pipeline.ingest(finished[0].batch_id, progress=lambda _: None)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        request = sensor(context)
+    assert request.tags["deltas"] == "1"
+
+    job = defs.resolve_job_def("lines_compaction")
+    instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
+    assert instance.get_runs(RunsFilter(job_name="lines_compaction"))
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        skipped = sensor(context)
+    assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message
