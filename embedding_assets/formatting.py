@@ -18,7 +18,6 @@ from typing import Any
 from .models import Item, Status, line_key
 
 EDGE = "<EDGE>"
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _SPACES = re.compile(r"\s+")
 
 
@@ -44,13 +43,12 @@ class ReceiptRequests:
 
 
 def clean_text(text: str) -> str:
-    """The text as sent: control and zero-width characters dropped, whitespace collapsed.
+    """The text as sent: control, format and zero-width characters dropped, whitespace collapsed.
 
     OCR output carries stray control bytes and zero-width joiners that would
     change the vector without changing what a reader sees.
     """
-    text = text.translate(_ZERO_WIDTH)
-    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    text = "".join(" " if ch.isspace() else "" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     return _SPACES.sub(" ", text).strip()
 
 

@@ -25,7 +25,8 @@ Receipt object::
 Line object::
 
     line_id        integer >= 0, required, unique within the receipt
-    text           string, required; blank text is kept and becomes NOISE, never sent
+    text           string, required; blank text is kept and becomes NOISE, never sent;
+                   lone surrogate escapes (not valid Unicode) are rejected
     bounding_box   box object, required
     confidence     number, 0 < confidence <= 1, required
     is_noise       boolean, optional (default false)
@@ -104,6 +105,10 @@ def _text(obj: dict[str, Any], path: str) -> str:
     value = _get(obj, "text", path)
     if not isinstance(value, str):
         raise _FieldError(f"{path}text", f"must be a string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _FieldError(f"{path}text", "is not valid Unicode (a lone surrogate escape)") from None
     return value
 
 
