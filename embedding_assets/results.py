@@ -10,7 +10,10 @@ Choices:
   faster than json on embedding-sized lines).
 - Embeddings are accepted as base64 strings (little-endian float32, what
   `encoding_format="base64"` returns) and as float lists, because whether the
-  batch endpoint honours base64 is unconfirmed.
+  batch endpoint honours base64 is unconfirmed. base64 is decoded with
+  pybase64 (SIMD; already installed with chromadb): the stdlib decoder took
+  about half of each line's parse time on 1536-d vectors, and swapping it
+  doubled the parse rate (~19k -> ~39k lines/s in `make bench`).
 - A request succeeded iff `Result.error is None`. Provider-side failures
   (status != 200, or a line-level `error` such as `batch_expired`) become
   error results with a readable "code: message".
@@ -25,7 +28,6 @@ Choices:
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pybase64
 
 
 @dataclass
@@ -100,7 +103,7 @@ def _vectors(body: Any) -> list[np.ndarray]:
 def _vector(raw: Any) -> np.ndarray:
     if isinstance(raw, str):
         try:
-            vector = np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4")
+            vector = np.frombuffer(pybase64.b64decode(raw, validate=True), dtype="<f4")
         except binascii.Error as exc:
             raise ValueError(f"invalid base64: {exc}") from None
     elif isinstance(raw, list):
