@@ -101,6 +101,7 @@ def build_kind(kind: str) -> KindDefinitions:
             raise RuntimeError(f"no batch could be submitted: {report.failed}")
         return MaterializeResult(metadata={
             "submitted": len(report.submitted), "reconciled": len(report.reconciled), "failed": len(report.failed),
+            "held": len(report.held), "enqueued_token_limit": runtime.provider.enqueued_token_limit or 0,
             "provider": runtime.provider.name, "model": runtime.provider.model,
             "errors": MetadataValue.json(report.failed), "seconds": round(time.monotonic() - started, 3),
         })
@@ -117,7 +118,8 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_status": report.status, "vectors": report.vectors, "failed_requests": report.failed_requests,
             "unfinished_requests": report.unfinished_requests, "unknown_results": report.unknown_results,
             "released": report.released, "dead_lettered": report.dead_lettered, "prompt_tokens": report.prompt_tokens,
-            "cost_usd": report.cost_usd, "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
+            "cost_usd": report.cost_usd, "model": runtime.provider.model,
+            "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
         })
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",

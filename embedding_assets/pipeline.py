@@ -8,9 +8,19 @@ any line and converge:
   next prepare (one at a time per kind, under a lease) releases them first.
 - submit: reconcile with the provider by our batch id in the batch metadata
   before creating anything, so a record never has two live provider batches.
-- poll: only copies the provider's status onto the record.
+  Batches that would push the estimated tokens in flight (all kinds, one
+  model) past the provider's enqueued-token limit stay PREPARED, oldest
+  first, for a later submit; so does a batch the provider refuses for that
+  limit. Concurrent submits of two kinds can still overshoot together; the
+  provider's refusal then sends the batch back to PREPARED, not to failure.
+- poll: copies the provider's status, usage and errors onto the record; a
+  batch failed only for the enqueued limit goes back to PREPARED; a batch
+  stuck in finalizing or past its window is flagged in its last error.
 - ingest: releases failures conditionally on the owning batch (repeats are
-  no-ops), writes the delta atomically, and only then marks DELTA_READY.
+  no-ops), writes the delta and the per-receipt usage, and only then marks
+  DELTA_READY.
+- cancel: only asks the provider; the cancelled batch then takes the normal
+  poll and ingest path, which keeps what finished and releases the rest.
 """
 
 from __future__ import annotations
@@ -30,11 +40,12 @@ from typing import Any
 import orjson
 
 from .batching import Budget, PlannedFile, plan_files
+from .costs import UsageTally, write_usage
 from .deltas import DeltaWriter
-from .lease import Lease
 from .formatting import ReceiptRequests, estimate_tokens, line_requests, word_requests
-from .models import PROVIDER_LIVE, PROVIDER_TERMINAL, BatchRecord, Stage, Status
-from .ports import BatchProvider, ObjectStore, ProviderBatch, ReceiptStore
+from .lease import Lease, LeaseHeld
+from .models import KINDS, PROVIDER_LIVE, PROVIDER_TERMINAL, BatchRecord, Stage, Status
+from .ports import BatchProvider, EnqueuedLimitReached, ObjectStore, ProviderBatch, ReceiptStore
 from .pricing import batch_cost
 from .results import iter_results
 
@@ -43,6 +54,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 MAX_PARALLEL_SUBMISSIONS = 10
 _RECEIPT_PAGE = 200
+STUCK = "stuck: "
+# Finalizing usually takes minutes; the window is 24 h and the provider should expire a batch by then.
+STUCK_FINALIZING_SECONDS = 2 * 3600
+STUCK_PAST_WINDOW_SECONDS = 3600
+# Our record is written before the provider batch is created; allow for clocks that disagree.
+_CLOCK_SKEW_SECONDS = 3600
 
 
 def utc_now() -> str:
@@ -73,6 +90,7 @@ class SubmitReport:
     submitted: list[str] = field(default_factory=list)
     reconciled: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -114,13 +132,16 @@ class Pipeline:
         lock_ttl_seconds: float = 300.0,
         heartbeat_seconds: float = 30.0,
         delete_intermediate: bool = True,
+        prices: dict[str, float] | None = None,
     ):
         self.store = store
         self.objects = objects
         self.provider = provider
         self.work_dir = Path(work_dir)
         self.max_attempts = max_attempts
-        self.budget = budget or Budget()
+        # One file never exceeds what the provider lets be enqueued at once.
+        self.budget = budget or Budget(max_tokens=provider.enqueued_token_limit)
+        self.prices = prices
         self.lock_ttl_seconds = lock_ttl_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.delete_intermediate = delete_intermediate
@@ -134,7 +155,7 @@ class Pipeline:
             oversized: list[tuple[ReceiptRequests, str]] = []
             for planned in plan_files(
                 self._receipt_requests(kind, max_items, report), self.budget, self.provider.model,
-                self.provider.dimensions, oversized,
+                self.provider.request_dimensions, oversized,
             ):
                 self._write_batch(kind, planned, report)
                 progress(f"{kind}: prepared batch {report.batches[-1]} ({report.items} items so far)")
@@ -229,29 +250,70 @@ class Pipeline:
 
     # ----------------------------------------------------------------- submit
     def submit(self, kind: str, progress: Progress = log.info) -> SubmitReport:
-        """Send every PREPARED batch to the provider, up to ten at a time."""
+        """Send PREPARED batches to the provider, oldest first and up to ten at a time, within its enqueued limit.
+
+        Under the kind's submit lease: two submits racing past the same
+        reconciliation would each create a provider batch for one record.
+        """
+        try:
+            with Lease(self.store, f"{kind}-submit", self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
+                return self._submit_all(kind, lease, progress)
+        except LeaseHeld:
+            progress(f"{kind}: another submit is sending the PREPARED batches")
+            return SubmitReport()
+
+    def _submit_all(self, kind: str, lease: Lease, progress: Progress) -> SubmitReport:
         report = SubmitReport()
         prepared = self.store.list_batches(kind, [Stage.PREPARED])
-        if not prepared:
+        sendable = self._within_enqueued_limit(prepared)
+        for record in prepared[len(sendable):]:
+            report.held.append(record.batch_id)
+            self.store.update_batch(record.batch_id, last_error="held: the provider's enqueued-token limit is reached")
+        if report.held:
+            progress(f"{kind}: {len(report.held)} batches held as PREPARED until enqueued batches finish")
+        if not sendable:
             return report
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SUBMISSIONS, len(prepared))) as pool:
-            for record, outcome in zip(prepared, pool.map(self._submit_one, prepared)):
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SUBMISSIONS, len(sendable))) as pool:
+            for record, outcome in zip(sendable, pool.map(lambda r: self._submit_one(r, lease), sendable)):
                 kind_of, detail = outcome
                 if kind_of == "failed":
                     report.failed[record.batch_id] = detail
                     progress(f"{kind}: batch {record.batch_id} not submitted: {detail}")
+                elif kind_of == "held":
+                    report.held.append(record.batch_id)
+                    progress(f"{kind}: batch {record.batch_id} held as PREPARED: {detail}")
                 else:
                     getattr(report, kind_of).append(record.batch_id)
                     progress(f"{kind}: batch {record.batch_id} {kind_of} as {detail}")
         return report
 
-    def _submit_one(self, record: BatchRecord) -> tuple[str, str]:
+    def _within_enqueued_limit(self, prepared: list[BatchRecord]) -> list[BatchRecord]:
+        """The oldest PREPARED batches whose estimated tokens fit beside those already in flight.
+
+        Strictly in order, so a large old batch is never starved by small new ones.
+        """
+        limit = self.provider.enqueued_token_limit
+        if limit is None:
+            return prepared
+        enqueued = sum(r.estimated_tokens for kind in KINDS for r in self.store.list_batches(kind, PROVIDER_LIVE))
+        sendable = []
+        for record in prepared:
+            if enqueued + record.estimated_tokens > limit:
+                break
+            enqueued += record.estimated_tokens
+            sendable.append(record)
+        return sendable
+
+    def _submit_one(self, record: BatchRecord, lease: Lease) -> tuple[str, str]:
         try:
-            live = [b for b in self.provider.find_batches({"batch_id": record.batch_id})
-                    if b.status not in ("failed", "expired", "cancelled")]
-            if live:
-                self._record_submission(record, live[0])
-                return "reconciled", live[0].id
+            since = _epoch(record.created_at) - _CLOCK_SKEW_SECONDS
+            # A failed provider batch holds nothing; any other one is ours to adopt, live ones first.
+            found = [b for b in self.provider.find_batches({"batch_id": record.batch_id}, since=since)
+                     if b.status != "failed"]
+            found.sort(key=lambda b: b.status in PROVIDER_TERMINAL_STATUSES)
+            if found:
+                self._record_submission(record, found[0])
+                return "reconciled", found[0].id
             tmp = self._tmp_dir()
             try:
                 path = tmp / f"{record.batch_id}.jsonl"
@@ -259,12 +321,16 @@ class Pipeline:
                 file_id = self.provider.upload(path)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+            lease.check()  # an upload can outlast a paused lease; never create once another submit may have
             created = self.provider.create_batch(file_id, {
                 "batch_id": record.batch_id, "kind": record.kind, "model": self.provider.model,
                 "dimensions": str(self.provider.dimensions or ""),
             })
             self._record_submission(record, created)
             return "submitted", created.id
+        except EnqueuedLimitReached as exc:
+            self.store.update_batch(record.batch_id, last_error=f"held: {exc}")
+            return "held", str(exc)
         except Exception as exc:  # a batch that cannot be sent stays PREPARED for the next run
             self.store.update_batch(record.batch_id, last_error=f"submit: {exc}")
             return "failed", str(exc)
@@ -284,15 +350,54 @@ class Pipeline:
         """
         live = [r for r in self.store.list_batches(kind, PROVIDER_LIVE) if after is None or r.batch_id > after]
         page = live[:limit]
+        errors: list[Exception] = []
         for record in page:
-            batch = self.provider.retrieve(record.provider_batch_id)
-            self.store.update_batch(
-                record.batch_id, stage=Stage(batch.status), output_file_id=batch.output_file_id,
-                error_file_id=batch.error_file_id, completed_requests=batch.completed,
-                failed_requests=batch.failed, last_error="; ".join(batch.errors) or None,
-            )
+            try:
+                batch = self.provider.retrieve(record.provider_batch_id)
+            except Exception as exc:  # one unreachable batch must not keep the others from being polled
+                errors.append(exc)
+                self.store.update_batch(record.batch_id, last_error=f"poll: {exc}")
+                continue
+            self._refresh(record, batch)
+        if page and len(errors) == len(page):
+            raise errors[-1]  # nothing answered: the provider itself is unreachable, so say so
         cursor = page[-1].batch_id if len(live) > limit else None
         return self.store.list_batches(kind, PROVIDER_TERMINAL), cursor
+
+    def _refresh(self, record: BatchRecord, batch: ProviderBatch) -> None:
+        if batch.queue_full:
+            log.warning("batch %s: provider queue full, back to PREPARED: %s", record.batch_id, "; ".join(batch.errors))
+            self.store.update_batch(
+                record.batch_id, stage=Stage.PREPARED, provider_batch_id=None, input_file_id=None, submitted_at=None,
+                last_error=f"held: {'; '.join(batch.errors) or 'enqueued-token limit reached'}",
+            )
+            return
+        try:
+            stage = Stage(batch.status)
+        except ValueError:
+            log.warning("batch %s: unknown provider status %r", record.batch_id, batch.status)
+            self.store.update_batch(record.batch_id, last_error=f"poll: unknown provider status {batch.status!r}")
+            return
+        note = "; ".join(batch.errors) or stuck_reason(batch, time.time())
+        if note and note.startswith(STUCK):
+            log.warning("batch %s (%s): %s", record.batch_id, batch.id, note)
+        self.store.update_batch(
+            record.batch_id, stage=stage, output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id, completed_requests=batch.completed,
+            failed_requests=batch.failed, prompt_tokens=batch.prompt_tokens or record.prompt_tokens,
+            last_error=note,
+        )
+
+    # ----------------------------------------------------------------- cancel
+    def cancel(self, batch_id: str) -> BatchRecord:
+        """Ask the provider to cancel one in-flight batch; poll and ingest then release its unfinished items."""
+        record = self.store.get_batch(batch_id)
+        if record is None:
+            raise KeyError(f"no batch record {batch_id!r}")
+        if record.stage not in PROVIDER_LIVE or not record.provider_batch_id:
+            raise ValueError(f"batch {batch_id} is {record.stage.value}, not in flight: nothing to cancel")
+        batch = self.provider.cancel(record.provider_batch_id)
+        return self.store.update_batch(batch_id, stage=Stage(batch.status), last_error="cancelled on request")
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, batch_id: str, progress: Progress = log.info) -> IngestReport:
@@ -302,7 +407,8 @@ class Pipeline:
         if record is None:
             raise KeyError(f"no batch record {batch_id!r}")
         if record.stage in (Stage.DELTA_READY, Stage.COMPACTED):
-            return IngestReport(batch_id, record.stage.value, vectors=record.vectors, already_done=True)
+            return IngestReport(batch_id, record.stage.value, vectors=record.vectors,
+                                prompt_tokens=record.prompt_tokens, cost_usd=record.cost_usd, already_done=True)
         if record.stage not in PROVIDER_TERMINAL:
             raise ValueError(f"batch {batch_id} is {record.stage.value}, not finished: nothing to ingest yet")
         report = IngestReport(batch_id, record.stage.value)
@@ -312,6 +418,7 @@ class Pipeline:
             manifest = self._load_manifest(record, tmp)
             errors: dict[str, str] = {}
             done: set[str] = set()
+            usage = UsageTally()
             delta_path = tmp / "delta.parquet"
             dims = self.provider.dimensions
             with DeltaWriter(delta_path, dims) as writer:
@@ -319,7 +426,7 @@ class Pipeline:
                     if file_id:
                         path = tmp / f"{file_id}.jsonl"
                         self.provider.download(file_id, path)
-                        self._read_results(path, record, manifest, writer, done, errors, report)
+                        self._read_results(path, record, manifest, writer, done, errors, report, usage)
             report.vectors = writer.count
             unfinished = f"not processed: batch ended {record.stage.value}"
             if record.last_error:
@@ -334,7 +441,10 @@ class Pipeline:
                 self.objects.put_file(delta_key, delta_path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        report.cost_usd = batch_cost(self.provider.model, report.prompt_tokens)
+        # The batch's own usage is what is billed; the per-line sum stands in where the provider gives none.
+        report.prompt_tokens = record.prompt_tokens or report.prompt_tokens
+        report.cost_usd = batch_cost(self.provider.model, report.prompt_tokens, self.prices)
+        write_usage(self.objects, record, self.provider.model, report.prompt_tokens, report.cost_usd, usage)
         self.store.update_batch(
             batch_id, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None, delta_sha256=sha,
             vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,
@@ -347,7 +457,7 @@ class Pipeline:
 
     def _read_results(
         self, path: Path, record: BatchRecord, manifest: dict[str, dict[str, Any]], writer: DeltaWriter,
-        done: set[str], errors: dict[str, str], report: IngestReport,
+        done: set[str], errors: dict[str, str], report: IngestReport, usage: UsageTally,
     ) -> None:
         """Match results to requests by custom_id (output order is arbitrary); the first answer per id wins."""
         dims = writer.dimensions
@@ -357,6 +467,7 @@ class Pipeline:
                 report.unknown_results += 1
                 continue
             report.prompt_tokens += result.prompt_tokens
+            usage.add(result.custom_id, result.prompt_tokens)
             if result.error or not result.vectors:
                 errors[result.custom_id] = result.error or "no embedding in the response"
             elif len(result.vectors[0]) != dims:
@@ -389,3 +500,23 @@ class Pipeline:
     def _tmp_dir(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=self.work_dir, prefix="step-"))
+
+
+PROVIDER_TERMINAL_STATUSES = frozenset(stage.value for stage in PROVIDER_TERMINAL)
+
+
+def stuck_reason(batch: ProviderBatch, now: float) -> str | None:
+    """Why a live batch looks stuck, or None: finalizing too long, or still live well past its window."""
+    if batch.status == Stage.FINALIZING.value and batch.finalizing_at:
+        waited = now - batch.finalizing_at
+        if waited > STUCK_FINALIZING_SECONDS:
+            return f"{STUCK}finalizing for {waited / 3600:.1f} h"
+    if batch.status not in PROVIDER_TERMINAL_STATUSES and batch.expires_at:
+        late = now - batch.expires_at
+        if late > STUCK_PAST_WINDOW_SECONDS:
+            return f"{STUCK}still {batch.status} {late / 3600:.1f} h past its completion window"
+    return None
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()

@@ -111,7 +111,12 @@ class ObjectStore(Protocol):
 
 @dataclass
 class ProviderBatch:
-    """What the provider says about one batch, in the Batch API's terms."""
+    """What the provider says about one batch, in the Batch API's terms.
+
+    `queue_full` marks a batch the provider failed only because its queue of
+    enqueued tokens for the model was full: nothing in it was wrong, so it is
+    sent again later rather than counted against its items' attempts.
+    """
 
     id: str
     status: str
@@ -125,30 +130,52 @@ class ProviderBatch:
     errors: list[str] = field(default_factory=list)
     created_at: int = 0
     expires_at: int | None = None
+    finalizing_at: int | None = None
     prompt_tokens: int = 0
+    queue_full: bool = False
+
+
+class EnqueuedLimitReached(RuntimeError):
+    """The provider refused a new batch because the model's enqueued-token limit is reached.
+
+    Raised by `create_batch`; the batch waits as PREPARED for a later submit.
+    """
 
 
 class BatchProvider(Protocol):
-    """An asynchronous batch embedding service speaking the Batch API's file format."""
+    """An asynchronous batch embedding service speaking the Batch API's file format.
+
+    `request_dimensions` is what request bodies name as `dimensions`: None
+    where the model's size is fixed or native (some models reject the
+    parameter). `enqueued_token_limit` bounds the estimated tokens of batches
+    in flight at once for the model; None means no bound.
+    """
 
     name: str
     model: str
     dimensions: int | None
+    request_dimensions: int | None
     max_input_tokens: int
+    enqueued_token_limit: int | None
 
     def upload(self, path: Path) -> str: ...
 
     def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> ProviderBatch: ...
 
-    def find_batches(self, metadata: dict[str, str]) -> list[ProviderBatch]:
-        """Batches whose metadata holds every given pair, for reconciling a lost submission."""
+    def find_batches(self, metadata: dict[str, str], since: float | None = None) -> list[ProviderBatch]:
+        """Batches whose metadata holds every given pair, for reconciling a lost submission.
+
+        `since` (epoch seconds) lets a provider stop listing at batches created
+        before it, so reconciling stays cheap however long the history is.
+        """
 
     def retrieve(self, provider_batch_id: str) -> ProviderBatch: ...
 
     def download(self, file_id: str, dest: Path) -> None:
         """Stream a file's content to `dest` (never whole in memory)."""
 
-    def cancel(self, provider_batch_id: str) -> ProviderBatch: ...
+    def cancel(self, provider_batch_id: str) -> ProviderBatch:
+        """Ask the provider to stop; a batch already finished comes back unchanged."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Synchronous embeddings (float32, one row per text), for search queries."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions
 
 from resources.configurable import Runtime
 
@@ -71,6 +71,10 @@ def run_kind(
     if not created and not runtime.store.list_batches(kind, [Stage.DELTA_READY]):
         summary.nothing_to_do = before.get(Status.PENDING.value, 0) == 0
     while True:
+        if runtime.store.list_batches(kind, [Stage.PREPARED]):
+            # Batches held back by the provider's enqueued-token limit go as earlier ones finish.
+            _execute(defs, instance, kind_defs.create_job.name, summary,
+                     asset_selection=[AssetKey([kind, "submitted_batches"])])
         finished, _ = runtime.pipeline.poll(kind, limit=10_000)
         known = set(instance.get_dynamic_partitions(kind_defs.partitions.name))
         for record in finished:

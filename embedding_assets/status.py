@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .models import Stage
+from .models import PROVIDER_LIVE, Stage
+from .pipeline import STUCK
 from .ports import ReceiptStore
 from .snapshots import SnapshotStore
 
@@ -21,4 +22,6 @@ def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]
         "vectors": pointer.vectors if pointer else 0,
         "prompt_tokens": sum(b.prompt_tokens for b in batches),
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),
+        "stuck": {b.batch_id: b.last_error for b in batches
+                  if b.stage in PROVIDER_LIVE and (b.last_error or "").startswith(STUCK)},
     }

@@ -161,9 +161,12 @@ class LocalBatchProvider:
     name = "local"
     model = MODEL
     max_input_tokens = 8192
+    # Free and local: nothing to queue behind.
+    enqueued_token_limit = None
 
     def __init__(self, root: Path, dimensions: int | None = None) -> None:
         self.dimensions = NATIVE_DIMENSIONS if dimensions is None else _check_dimensions(dimensions)
+        self.request_dimensions = self.dimensions
         self.root = Path(root)
         self._files = self.root / "files"
         self._batches = self.root / "batches"
@@ -207,11 +210,12 @@ class LocalBatchProvider:
         self._save(state)
         return _provider_batch(state)
 
-    def find_batches(self, metadata: dict[str, str]) -> list[ProviderBatch]:
+    def find_batches(self, metadata: dict[str, str], since: float | None = None) -> list[ProviderBatch]:
         found = []
         for path in self._batches.glob("batch_*.json"):
             state = orjson.loads(path.read_bytes())
-            if all(state["metadata"].get(k) == v for k, v in metadata.items()):
+            recent = since is None or state["created_at"] >= since
+            if recent and all(state["metadata"].get(k) == v for k, v in metadata.items()):
                 found.append(state)
         found.sort(key=lambda s: (s["created_at"], s["id"]))
         return [_provider_batch(s) for s in found]
@@ -539,6 +543,7 @@ def _provider_batch(state: dict[str, Any]) -> ProviderBatch:
         ],
         created_at=state["created_at"],
         expires_at=state["expires_at"],
+        finalizing_at=state["finalizing_at"],
         prompt_tokens=state["usage"]["input_tokens"],
     )
 
