@@ -8,10 +8,14 @@ run hours later.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import openai_models
+from .pricing import PRICE_PER_MTOK
 
 PROVIDERS = ("local", "openai")
 
@@ -43,6 +47,10 @@ class Settings:
     max_attempts: int
     keep_snapshot_versions: int
     max_items_per_run: int
+    openai_max_retries: int = 5
+    openai_timeout_seconds: float = 600.0
+    enqueued_token_limit: int | None = None
+    batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
 
     @property
     def sqlite_path(self) -> Path:
@@ -67,6 +75,13 @@ class Settings:
         api_key = reader.text("OPENAI_API_KEY")
         if provider == "openai" and not api_key:
             raise ConfigError("OPENAI_API_KEY: required when EMBEDDING_PROVIDER=openai")
+        model, dimensions = reader.text("EMBEDDING_MODEL"), reader.integer("EMBEDDING_DIMENSIONS", None, minimum=1)
+        if provider == "openai":
+            model = model or openai_models.DEFAULT_MODEL
+            try:
+                openai_models.resolve_dimensions(model, dimensions)
+            except ValueError as exc:
+                raise ConfigError(f"EMBEDDING_DIMENSIONS={dimensions} with EMBEDDING_MODEL={model!r}: {exc}") from None
         s3_bucket, chromadb_bucket = reader.text("S3_BUCKET"), reader.text("CHROMADB_BUCKET")
         if bool(s3_bucket) != bool(chromadb_bucket):
             missing = "CHROMADB_BUCKET" if s3_bucket else "S3_BUCKET"
@@ -74,8 +89,8 @@ class Settings:
         return cls(
             data_dir=data_dir,
             provider=provider,
-            model=reader.text("EMBEDDING_MODEL"),
-            dimensions=reader.integer("EMBEDDING_DIMENSIONS", None, minimum=1),
+            model=model,
+            dimensions=dimensions,
             openai_api_key=api_key,
             openai_base_url=reader.text("OPENAI_BASE_URL"),
             dynamodb_table=reader.text("DYNAMODB_TABLE_NAME"),
@@ -93,6 +108,10 @@ class Settings:
             max_attempts=reader.integer("MAX_ATTEMPTS", 3, minimum=1),
             keep_snapshot_versions=reader.integer("KEEP_SNAPSHOT_VERSIONS", 3, minimum=1),
             max_items_per_run=reader.integer("MAX_ITEMS_PER_RUN", 500_000, minimum=1),
+            openai_max_retries=reader.integer("OPENAI_MAX_RETRIES", 5, minimum=0, maximum=50),
+            openai_timeout_seconds=reader.number("OPENAI_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+            enqueued_token_limit=reader.integer("ENQUEUED_TOKEN_LIMIT", None, minimum=1),
+            batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
         )
 
 
@@ -127,6 +146,23 @@ class _Reader:
             raise ConfigError(f"{name}={raw!r}: not a number") from None
         _check_range(name, value, minimum, None)
         return value
+
+    def prices(self, name: str) -> dict[str, float]:
+        """`model=USD per million tokens` pairs, comma separated."""
+        raw = self.text(name)
+        prices: dict[str, float] = {}
+        for pair in (raw or "").split(","):
+            if not pair.strip():
+                continue
+            model, sep, value = pair.partition("=")
+            try:
+                price = float(value) if sep and model.strip() else -1.0
+            except ValueError:
+                price = -1.0
+            if not (math.isfinite(price) and price >= 0):
+                raise ConfigError(f"{name}={raw!r}: expected model=price pairs, comma separated, prices >= 0")
+            prices[model.strip()] = price
+        return prices
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.text(name)

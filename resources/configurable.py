@@ -15,6 +15,7 @@ from embedding_assets.compaction import Compactor
 from embedding_assets.config import Settings
 from embedding_assets.pipeline import Pipeline
 from embedding_assets.ports import BatchProvider, ObjectStore, ReceiptStore
+from embedding_assets.pricing import PRICE_PER_MTOK
 from embedding_assets.snapshots import SnapshotStore
 
 
@@ -60,7 +61,10 @@ class ObjectStoreResource(ConfigurableResource):
 
 
 class BatchProviderResource(ConfigurableResource):
-    """The batch embedding service: `local` (no key, no network, free) or `openai` (paid, explicit)."""
+    """The batch embedding service: `local` (no key, no network, free) or `openai` (paid, explicit).
+
+    `prices` is USD per million tokens at the batch tier, per model.
+    """
 
     provider: str = "local"
     root: str = ""
@@ -68,6 +72,10 @@ class BatchProviderResource(ConfigurableResource):
     dimensions: int | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    openai_max_retries: int = 5
+    openai_timeout_seconds: float = 600.0
+    enqueued_token_limit: int | None = None
+    prices: dict[str, float] = dict(PRICE_PER_MTOK)
 
     def open(self) -> BatchProvider:
         if self.provider == "openai":
@@ -75,7 +83,8 @@ class BatchProviderResource(ConfigurableResource):
 
             return OpenAIBatchProvider(
                 api_key=self.openai_api_key, base_url=self.openai_base_url, model=self.model,
-                dimensions=self.dimensions, scratch_dir=Path(self.root),
+                dimensions=self.dimensions, max_retries=self.openai_max_retries,
+                timeout_seconds=self.openai_timeout_seconds, enqueued_token_limit=self.enqueued_token_limit,
             )
         from .local_provider import LocalBatchProvider
 
@@ -121,6 +130,8 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         "batch_provider": BatchProviderResource(
             provider=settings.provider, root=str(settings.provider_dir), model=settings.model, dimensions=settings.dimensions,
             openai_api_key=settings.openai_api_key, openai_base_url=settings.openai_base_url,
+            openai_max_retries=settings.openai_max_retries, openai_timeout_seconds=settings.openai_timeout_seconds,
+            enqueued_token_limit=settings.enqueued_token_limit, prices=settings.batch_prices,
         ),
         "chroma": ChromaStoreResource(
             cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,
@@ -152,7 +163,7 @@ class Runtime:
             self.store, self.objects, self.provider, Path(object_store.scratch_dir),
             max_attempts=receipt_store.max_attempts, lock_ttl_seconds=lock.ttl_seconds,
             heartbeat_seconds=lock.heartbeat_interval_seconds,
-            delete_intermediate=object_store.delete_intermediate_chunks,
+            delete_intermediate=object_store.delete_intermediate_chunks, prices=batch_provider.prices,
         )
 
     @classmethod
