@@ -122,7 +122,67 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
         print(f"{kind}: snapshot v{s['snapshot_version']} with {s['vectors']} vectors; "
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
+        for batch_id, reason in s["stuck"].items():
+            print(f"{kind}: batch {batch_id} {reason} (cancel it with `batches cancel {batch_id}`)")
+    print(f"total: {sum(s['prompt_tokens'] for s in status.values())} tokens, "
+          f"${sum(s['cost_usd'] for s in status.values()):.6f}")
     return 0
+
+
+def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .costs import receipt_costs
+
+    receipt = None
+    if args.receipt:
+        image_id, sep, receipt_id = args.receipt.rpartition(":")
+        if not sep or not image_id or not receipt_id.isdigit():
+            print(f"--receipt {args.receipt!r}: expected IMAGE_ID:RECEIPT_ID", file=sys.stderr)
+            return 2
+        receipt = (image_id, int(receipt_id))
+    runtime = open_runtime(settings)
+    if receipt and not any(runtime.store.receipt_items(kind, *receipt) for kind in KIND_CHOICES):
+        print(f"no receipt {args.receipt} in the store", file=sys.stderr)
+        return 1
+    report = receipt_costs(runtime.store, runtime.objects, KIND_CHOICES, receipt)
+    if args.json:
+        _json(asdict(report))
+        return 0
+    for r in report.receipts:
+        kinds = ", ".join(f"{kind} ${usd:.6f}" for kind, usd in sorted(r.cost_by_kind.items()))
+        print(f"{r.image_id}:{r.receipt_id}  {r.prompt_tokens} tokens  ${r.cost_usd:.6f}  "
+              f"({kinds}; {r.batches} batches)")
+    unsplit = f"; ${report.unattributed_usd:.6f} not split by receipt" if report.unattributed_usd else ""
+    print(f"{'receipt ' + args.receipt if receipt else 'total'}: {report.prompt_tokens} tokens, "
+          f"${report.cost_usd:.6f} over {report.batches} batches{unsplit}")
+    return 0
+
+
+def cmd_batches_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .models import PROVIDER_LIVE
+
+    if bool(args.batch_id) == bool(args.all):
+        print("give one BATCH_ID or --all", file=sys.stderr)
+        return 2
+    runtime = open_runtime(settings)
+    ids = [args.batch_id] if args.batch_id else [
+        r.batch_id for kind in KIND_CHOICES for r in runtime.store.list_batches(kind, PROVIDER_LIVE)]
+    if not ids:
+        print("no batch in flight")
+        return 0
+    failures = 0
+    for batch_id in ids:
+        try:
+            record = runtime.pipeline.cancel(batch_id)
+        except Exception as exc:  # one batch the provider will not cancel must not stop the others
+            print(f"{batch_id}: not cancelled: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"{batch_id}: {record.stage.value} (provider batch {record.provider_batch_id})")
+    if failures < len(ids):
+        print("what finished is kept and the rest released once the batch status sensor (or `run`) ingests them")
+    return 1 if failures else 0
 
 
 def _ensure_dagster_home() -> None:
@@ -166,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="items by status, batches by stage, snapshot per kind")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    cost = sub.add_parser("cost", help="embedding cost per receipt, from the provider's usage")
+    cost.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only this receipt")
+    cost.add_argument("--json", action="store_true")
+    cost.set_defaults(func=cmd_cost)
+
+    batches = sub.add_parser("batches", help="provider batches").add_subparsers(dest="batches_command", required=True)
+    cancel = batches.add_parser("cancel", help="cancel in-flight batches; what finished is kept, the rest released")
+    cancel.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
+    cancel.add_argument("--all", action="store_true", help="every in-flight batch of every kind")
+    cancel.set_defaults(func=cmd_batches_cancel)
     return parser
 
 
