@@ -30,6 +30,7 @@ by what a failure would cost:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -92,9 +93,7 @@ class OpenAIBatchProvider:
         self.max_retries = max_retries
         self.download_attempts = max(1, download_attempts)
         self.backoff_seconds = backoff_seconds
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_seconds,
-        )
+        self._client = openai_client(api_key, base_url, max_retries, timeout_seconds)
         self._create_client = self._client.with_options(max_retries=0)
 
     # ------------------------------------------------------------- batches
@@ -232,6 +231,12 @@ class OpenAIBatchProvider:
 
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_seconds * 2 ** attempt, _MAX_BACKOFF_SECONDS)
+
+
+@functools.lru_cache(maxsize=None)
+def openai_client(api_key: str, base_url: str | None, max_retries: int, timeout_seconds: float) -> openai.OpenAI:
+    """One client (and connection pool) per configuration and process: a provider is opened every sensor tick."""
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_seconds)
 
 
 def _provider_batch(batch: Any) -> ProviderBatch:

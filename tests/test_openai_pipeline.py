@@ -334,3 +334,26 @@ def test_polling_pages_through_any_number_of_batches_across_calls(runtime, fake_
     retrieved = [c for c in fake_api.calls[start:] if c.startswith("GET /v1/batches/batch_")]
     assert sorted(retrieved) == sorted({f"GET /v1/batches/{r.provider_batch_id}" for r in live})
     assert pages == -(-len(live) // 2)
+
+
+def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api):
+    from dagster import DagsterInstance
+
+    from embedding_assets.definitions import KIND_DEFS, build_definitions
+    from embedding_assets.runner import run_kind
+
+    settings = Settings.from_env(openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02"))
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(generate_receipts(1, seed=5))
+    fake_api.switches.shuffle = True
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        summary = run_kind(build_definitions(settings), KIND_DEFS[KIND], runtime, instance, timeout=60,
+                           poll_seconds=0.05, progress=quiet)
+        deltas = instance.get_latest_materialization_event(KIND_DEFS[KIND].assets[2].key)
+        meta = deltas.asset_materialization.metadata
+    assert not summary.timed_out and summary.embedded > 0
+    record = runtime.store.list_batches(KIND)[0]
+    assert record.stage == Stage.COMPACTED and record.prompt_tokens == fake_api.billed_tokens()
+    assert record.cost_usd == pytest.approx(fake_api.billed_tokens() * 0.02 / 1e6)
+    assert meta["cost_usd"].value == record.cost_usd and meta["model"].value == "text-embedding-3-small"
