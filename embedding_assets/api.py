@@ -7,7 +7,8 @@ from typing import Any
 from resources.configurable import Runtime
 
 from .config import Settings
-from .search import Hit, search
+from .models import KINDS
+from .search import Hit, NoSnapshot, search
 from .status import kind_status
 
 
@@ -18,9 +19,19 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
 def search_receipts(
     text: str, kind: str = "lines", k: int = 5, merchant: str | None = None, runtime: Runtime | None = None
 ) -> list[Hit]:
-    """Nearest lines (or words) to `text` in the latest published snapshot."""
+    """Nearest lines (or words, or both with kind="all") to `text` in the latest published snapshots."""
     runtime = runtime or open_runtime()
-    return search(runtime.snapshots(kind), runtime.provider, text, k, merchant)
+    if kind != "all":
+        return search(runtime.snapshots(kind), runtime.provider, text, k, merchant)
+    hits: list[Hit] = []
+    for one in KINDS:
+        try:
+            hits += search(runtime.snapshots(one), runtime.provider, text, k, merchant)
+        except NoSnapshot:
+            continue
+    if not hits:
+        raise NoSnapshot("no snapshot published yet for any kind: run the pipeline first")
+    return sorted(hits, key=lambda h: h.distance)[:k]
 
 
 def pipeline_status(kinds: tuple[str, ...] = ("lines",), runtime: Runtime | None = None) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chroma_collections import persistent_collection
+from .chroma_collections import iter_metadatas, persistent_collection
 from .deltas import read_delta, verify_delta
 from .formatting import item_keys_of_vector
 from .lease import Lease
-from .models import BatchRecord, Stage
+from .models import BatchRecord, Stage, Status
 from .ports import ObjectStore, ReceiptStore
 from .snapshots import SnapshotStore
 
@@ -40,6 +40,7 @@ class CompactionReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0
     items_marked: int = 0
     version: int | None = None
     vectors: int = 0
@@ -71,26 +72,24 @@ class Compactor:
         with Lease(self.store, f"chroma-{self.kind}-compaction", self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
-            pointer = self.snapshots.latest()
-            report.version = pointer.version if pointer else None
-            report.vectors = pointer.vectors if pointer else 0
-            if not records:
-                report.seconds = time.monotonic() - started
-                return report
             directory, pointer = self.snapshots.checkout()
             embedded: dict[str, list[str]] = {}
             with persistent_collection(directory, self.kind, self.model, self.dimensions) as collection:
                 for record in records:
                     embedded[record.batch_id] = self._apply(collection, record, report, lease)
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
+                report.removed = self._remove_stale(collection, {k for keys in embedded.values() for k in keys})
                 vectors = collection.count()
             version = (pointer.version if pointer else 0) + 1
-            if report.added or report.updated or pointer is None:
+            if report.added or report.updated or report.removed or (pointer is None and records):
                 key, sha = self.snapshots.upload(directory, version)
                 lease.check()
                 pointer = self.snapshots.swap(version, key, sha, vectors)
                 report.published = True
-                progress(f"{self.kind}: published snapshot v{version} ({vectors} vectors)")
+                progress(f"{self.kind}: published snapshot v{version} ({vectors} vectors, {report.removed} removed)")
+            if pointer is None:
+                report.seconds = time.monotonic() - started
+                return report
             self.snapshots.mark_clean(pointer.version)
             report.version, report.vectors = pointer.version, pointer.vectors
             for record in records:
@@ -101,6 +100,19 @@ class Compactor:
             report.pruned = self.snapshots.prune()
         report.seconds = time.monotonic() - started
         return report
+
+    def _remove_stale(self, collection: Any, being_marked: set[str]) -> int:
+        """Delete vectors that stand for no embedded item any more (deleted, or text changed and not yet re-embedded).
+
+        Scans the whole collection against the store's SUCCESS items, so a
+        deletion made by any writer of the store is noticed, not only ours.
+        """
+        keep = being_marked | {item.key for item in self.store.items_with_status(self.kind, Status.SUCCESS.value)}
+        stale = [vid for vid, meta in iter_metadatas(collection)
+                 if not any(key in keep for key in item_keys_of_vector(vid, meta or {}))]
+        for start in range(0, len(stale), self.chunk_size):
+            collection.delete(ids=stale[start:start + self.chunk_size])
+        return len(stale)
 
     def _apply(self, collection: Any, record: BatchRecord, report: CompactionReport, lease: Lease) -> list[str]:
         """Merge one delta; returns the item keys its vectors stand for."""

@@ -19,10 +19,19 @@ SAMPLE = 10
 
 @dataclass
 class Agreement:
+    """How the store's SUCCESS items and the latest snapshot's vectors line up.
+
+    A line vector stands for its whole visual row. A row member that is not
+    SUCCESS (its text changed, it is being re-embedded) rides on a vector kept
+    for its SUCCESS neighbours: counted as `awaiting_reembed`, not an error.
+    A vector standing for no SUCCESS item at all is an error (`extra`).
+    """
+
     success: int
     in_snapshot: int
     missing_count: int
     extra_count: int
+    awaiting_reembed: int = 0
     missing_sample: list[str] = field(default_factory=list)
     extra_sample: list[str] = field(default_factory=list)
 
@@ -31,21 +40,21 @@ class Agreement:
         return self.missing_count == 0 and self.extra_count == 0
 
 
-def snapshot_item_keys(snapshots: SnapshotStore) -> set[str]:
-    found = snapshots.read_copy()
-    if found is None:
-        return set()
-    keys: set[str] = set()
-    with persistent_collection(found[0], snapshots.kind) as collection:
-        for vector_id, meta in iter_metadatas(collection):
-            keys.update(item_keys_of_vector(vector_id, meta or {}))
-    return keys
-
-
 def snapshot_agreement(store: ReceiptStore, snapshots: SnapshotStore) -> Agreement:
     success = {item.key for item in store.items_with_status(snapshots.kind, Status.SUCCESS.value)}
-    present = snapshot_item_keys(snapshots)
-    missing = sorted(success - present)
-    extra = sorted(present - success)
-    return Agreement(len(success), len(present), len(missing), len(extra), missing[:SAMPLE], extra[:SAMPLE])
-
+    covered: set[str] = set()
+    extra: list[str] = []
+    extra_keys: set[str] = set()
+    found = snapshots.read_copy()
+    if found is not None:
+        with persistent_collection(found[0], snapshots.kind) as collection:
+            for vector_id, meta in iter_metadatas(collection):
+                keys = item_keys_of_vector(vector_id, meta or {})
+                covered.update(keys)
+                if not any(key in success for key in keys):
+                    extra.append(vector_id)
+                    extra_keys.update(keys)
+    missing = sorted(success - covered)
+    awaiting = len(covered - success - extra_keys)
+    return Agreement(len(success), len(covered), len(missing), len(extra), awaiting,
+                     missing[:SAMPLE], sorted(extra)[:SAMPLE])

@@ -466,6 +466,28 @@ class SqliteReceiptStore:
             )
             return max(cursor.rowcount, 0)
 
+    def retry_failed(self, kind: str) -> int:
+        """FAILED -> NONE with attempts reset: the user has dealt with the cause (quota, a bad key)."""
+        _check_kind(kind)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE items SET status = 'NONE', attempts = 0, batch_id = NULL, updated_at = ?"
+                " WHERE kind = ? AND status = 'FAILED'",
+                (_now_iso(), kind),
+            )
+            return max(cursor.rowcount, 0)
+
+    def set_text(self, kind: str, key: str, text: str) -> bool:
+        """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
+        _check_kind(kind)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE items SET text = ?, status = 'NONE', attempts = 0, batch_id = NULL, last_error = NULL,"
+                " updated_at = ? WHERE key = ? AND kind = ?",
+                (text, _now_iso(), key, kind),
+            )
+            return cursor.rowcount > 0
+
     def status_counts(self, kind: str) -> dict[str, int]:
         _check_kind(kind)
         rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE kind = ? GROUP BY status", (kind,))

@@ -1,0 +1,57 @@
+"""Edits, deletes and dead letters: the snapshot follows the store."""
+
+from __future__ import annotations
+
+from embedding_assets.chroma_collections import persistent_collection
+from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.models import Status
+
+from .crashes import drive
+
+
+def _vector_ids(runtime, kind):
+    directory, _ = runtime.snapshots(kind).read_copy()
+    with persistent_collection(directory, kind) as collection:
+        return set(collection.get(include=[])["ids"])
+
+
+def test_a_changed_word_is_embedded_again_and_its_vector_replaced(runtime, demo_receipts):
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, "words")
+    word = next(runtime.store.items_with_status("words", Status.SUCCESS.value))
+    assert runtime.store.set_text("words", word.key, "CORRECTED")
+    assert runtime.store.status_counts("words")[Status.NONE.value] == 1
+    drive(runtime, "words")
+    directory, _ = runtime.snapshots("words").read_copy()
+    with persistent_collection(directory, "words") as collection:
+        got = collection.get(ids=[word.key], include=["metadatas"])
+    assert got["metadatas"][0]["text"] == "CORRECTED"
+    assert snapshot_agreement(runtime.store, runtime.snapshots("words")).ok
+
+
+def test_a_deleted_receipt_loses_its_vectors_at_the_next_compaction(runtime, demo_receipts):
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, "lines")
+    gone = demo_receipts[0]
+    before = _vector_ids(runtime, "lines")
+    assert any(v.startswith(gone.key) for v in before)
+    assert runtime.store.delete_receipt(gone.image_id, gone.receipt_id) > 0
+    report = runtime.compactor("lines").run()
+    after = _vector_ids(runtime, "lines")
+    assert report.published and report.removed == len(before) - len(after) > 0
+    assert not any(v.startswith(gone.key) for v in after)
+    assert snapshot_agreement(runtime.store, runtime.snapshots("lines")).ok
+
+
+def test_failed_items_are_listed_with_their_error_and_can_be_retried(runtime, demo_receipts):
+    runtime.store.put_receipts(demo_receipts[:1])
+    runtime.pipeline.prepare("lines", 10_000, progress=lambda _: None)
+    (record,) = runtime.store.list_batches("lines")
+    keys = [item.key for item in runtime.store.items_with_status("lines", Status.PENDING.value)]
+    for _ in range(runtime.pipeline.max_attempts):
+        runtime.store.release("lines", keys, record.batch_id, "provider said no", runtime.pipeline.max_attempts)
+        runtime.store.claim("lines", keys, record.batch_id)
+    failed = list(runtime.store.items_with_status("lines", Status.FAILED.value))
+    assert len(failed) == len(keys) and {f.last_error for f in failed} == {"provider said no"}
+    assert runtime.store.retry_failed("lines") == len(keys)
+    assert runtime.store.status_counts("lines") == {Status.NONE.value: len(keys)}
