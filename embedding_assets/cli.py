@@ -104,7 +104,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     print(f"nearest {args.kind} to {args.text!r}:")
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>2}. {hit.distance:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
-              f"receipt {hit.image_id}/{hit.receipt_id}")
+              f"receipt {hit.image_id}/{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
     return 0
 
 
@@ -124,6 +124,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
         for batch_id, reason in s["stuck"].items():
             print(f"{kind}: batch {batch_id} {reason} (cancel it with `batches cancel {batch_id}`)")
+        for key, error in s["failed"].items():
+            print(f"{kind}: FAILED {key}: {error} (send back with `retry-failed --kind {kind}`)")
     print(f"total: {sum(s['prompt_tokens'] for s in status.values())} tokens, "
           f"${sum(s['cost_usd'] for s in status.values()):.6f}")
     return 0
@@ -185,6 +187,43 @@ def cmd_batches_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def cmd_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+
+    store = open_runtime(settings).store
+    for kind in KIND_CHOICES if args.kind == "all" else (args.kind,):
+        print(f"{kind}: {store.retry_failed(kind)} FAILED items sent back to NONE")
+    return 0
+
+
+def cmd_receipts_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+
+    image_id, _, receipt_id = args.receipt.rpartition(":")
+    if not image_id or not receipt_id.isdigit():
+        print(f"expected IMAGE_ID:RECEIPT_ID, got {args.receipt!r}", file=sys.stderr)
+        return 2
+    removed = open_runtime(settings).store.delete_receipt(image_id, int(receipt_id))
+    print(f"deleted receipt {args.receipt} ({removed} lines and words); its vectors go at the next compaction")
+    return 0
+
+
+def cmd_receipts_set_text(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .models import parse_item_key
+
+    try:
+        kind = "words" if "word_id" in parse_item_key(args.item_id) else "lines"
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not open_runtime(settings).store.set_text(kind, args.item_id, args.text):
+        print(f"no such {kind[:-1]}: {args.item_id}", file=sys.stderr)
+        return 1
+    print(f"{args.item_id}: text set; it is embedded again at the next run")
+    return 0
+
+
 def _ensure_dagster_home() -> None:
     """The same instance as `make dev`, with telemetry off, created on first use."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").absolute())))
@@ -217,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="nearest items from the latest snapshot")
     search.add_argument("text")
-    search.add_argument("--kind", choices=KIND_CHOICES, default="lines")
+    search.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--merchant")
     search.add_argument("--json", action="store_true")
@@ -237,7 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
     cancel.add_argument("--all", action="store_true", help="every in-flight batch of every kind")
     cancel.set_defaults(func=cmd_batches_cancel)
+    _add_lifecycle_commands(sub)
     return parser
+
+
+def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
+    retry = sub.add_parser("retry-failed", help="send FAILED items (dead letters) back to NONE")
+    retry.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="all")
+    retry.set_defaults(func=cmd_retry_failed)
+
+    receipts = sub.add_parser("receipts", help="edit receipts").add_subparsers(dest="receipts_command", required=True)
+    delete = receipts.add_parser("delete", help="delete a receipt; its vectors go at the next compaction")
+    delete.add_argument("receipt", metavar="IMAGE_ID:RECEIPT_ID")
+    delete.set_defaults(func=cmd_receipts_delete)
+    set_text = receipts.add_parser("set-text", help="correct a line's or word's text; it is embedded again")
+    set_text.add_argument("item_id", metavar="ITEM_ID", help="IMAGE#...#RECEIPT#00001#LINE#00003[#WORD#00000]")
+    set_text.add_argument("text")
+    set_text.set_defaults(func=cmd_receipts_set_text)
 
 
 def main(argv: list[str] | None = None) -> int:

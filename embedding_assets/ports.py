@@ -49,6 +49,12 @@ class ReceiptStore(Protocol):
     def mark_noise(self, kind: str, reasons: dict[str, str]) -> int:
         """NONE -> NOISE with the reason kept as the item's last error."""
 
+    def retry_failed(self, kind: str) -> int:
+        """FAILED -> NONE with attempts reset; returns how many."""
+
+    def set_text(self, kind: str, key: str, text: str) -> bool:
+        """Replace an item's text and send it back to NONE; False when the item does not exist."""
+
     def status_counts(self, kind: str) -> dict[str, int]: ...
 
     def items_with_status(self, kind: str, status: str) -> Iterator[Item]: ...

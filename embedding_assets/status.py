@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 from typing import Any
 
-from .models import PROVIDER_LIVE, Stage
+from .models import PROVIDER_LIVE, Stage, Status
 from .pipeline import STUCK
 from .ports import ReceiptStore
 from .snapshots import SnapshotStore
+
+
+DEAD_LETTER_SAMPLE = 20
 
 
 def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]:
@@ -24,4 +28,7 @@ def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),
         "stuck": {b.batch_id: b.last_error for b in batches
                   if b.stage in PROVIDER_LIVE and (b.last_error or "").startswith(STUCK)},
+        # Dead letters: items past the attempt limit, with the provider's last word on them.
+        "failed": {item.key: item.last_error
+                   for item in islice(store.items_with_status(snapshots.kind, Status.FAILED.value), DEAD_LETTER_SAMPLE)},
     }
