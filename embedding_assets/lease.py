@@ -29,7 +29,8 @@ class Lease:
         self.name = name
         self.ttl = ttl_seconds
         self.interval = heartbeat_seconds
-        self.owner = uuid.uuid4().hex
+        # A UUID string, as the seed system's lock items hold their owner.
+        self.owner = str(uuid.uuid4())
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None

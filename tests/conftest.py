@@ -16,6 +16,7 @@ from dagster import DagsterInstance
 from embedding_assets.config import Settings
 from embedding_assets.demo import generate_receipts
 from resources.configurable import Runtime
+from tests.aws_fixtures import aws_backend_env, moto_endpoint  # noqa: F401  (moto_endpoint is a fixture)
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
@@ -33,8 +34,16 @@ def embedded_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, st
     return base_env(tmp_path)
 
 
+def aws_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """DynamoDB in the seed's layout and S3, on the session's moto server; a fresh table and buckets per test."""
+    return {**base_env(tmp_path), **aws_backend_env(request.getfixturevalue("moto_endpoint"))}
+
+
 # name -> builder of the environment for that backend set
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, str]]] = {"embedded": embedded_env}
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, str]]] = {
+    "embedded": embedded_env,
+    "aws": aws_env,
+}
 
 
 @pytest.fixture
