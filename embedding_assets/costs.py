@@ -75,7 +75,7 @@ def receipt_costs(store: ReceiptStore, objects: ObjectStore, kinds: Iterable[str
     report = CostReport([])
     for kind in kinds:
         for record in store.list_batches(kind, INGESTED):
-            if receipt is not None and receipt not in record.receipt_refs:
+            if receipt is not None and receipt not in {(image_id, int(rid)) for image_id, rid in record.receipt_refs}:
                 continue
             report.batches += 1
             report.prompt_tokens += record.prompt_tokens
