@@ -38,7 +38,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     written = runtime.store.put_receipts(receipts)
     lines = sum(len(r.lines) for r in receipts)
     words = sum(len(r.words) for r in receipts)
-    print(f"seeded {written} demo receipts ({lines} lines, {words} words) into {settings.sqlite_path}")
+    store = f"DynamoDB table {settings.dynamodb_table}" if settings.dynamodb_table else settings.sqlite_path
+    print(f"seeded {written} demo receipts ({lines} lines, {words} words) into {store}")
     return 0
 
 
@@ -224,6 +225,45 @@ def cmd_receipts_set_text(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_aws_create_table(args: argparse.Namespace, settings: Settings) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from resources.dynamodb_store import create_table
+
+    name = args.table or settings.dynamodb_table
+    if not name:
+        print("no table named: pass --table or set DYNAMODB_TABLE_NAME", file=sys.stderr)
+        return 2
+    try:
+        created = create_table(name, endpoint_url=settings.aws_endpoint_url)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"cannot create table {name}: {exc}", file=sys.stderr)
+        return 1
+    print(f"table {name}: " + ("created in the seed layout (PK/SK, GSI1-GSI4, GSITYPE)" if created
+                               else "already exists, left as it is"))
+    return 0
+
+
+def cmd_aws_create_buckets(args: argparse.Namespace, settings: Settings) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from resources.s3_object_store import create_buckets
+
+    names = [args.requests_bucket or settings.s3_bucket, args.chroma_bucket or settings.chromadb_bucket]
+    if not all(names):
+        print("no buckets named: pass --requests-bucket and --chroma-bucket or set S3_BUCKET and CHROMADB_BUCKET",
+              file=sys.stderr)
+        return 2
+    try:
+        created = create_buckets(names, endpoint_url=settings.aws_endpoint_url)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"cannot create buckets {', '.join(names)}: {exc}", file=sys.stderr)
+        return 1
+    for name in dict.fromkeys(names):
+        print(f"bucket {name}: {'created' if name in created else 'already exists'}")
+    return 0
+
+
 def _ensure_dagster_home() -> None:
     """The same instance as `make dev`, with telemetry off, created on first use."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").absolute())))
@@ -277,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--all", action="store_true", help="every in-flight batch of every kind")
     cancel.set_defaults(func=cmd_batches_cancel)
     _add_lifecycle_commands(sub)
+    _add_aws_commands(sub)
     return parser
 
 
@@ -293,6 +334,18 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     set_text.add_argument("item_id", metavar="ITEM_ID", help="IMAGE#...#RECEIPT#00001#LINE#00003[#WORD#00000]")
     set_text.add_argument("text")
     set_text.set_defaults(func=cmd_receipts_set_text)
+
+
+def _add_aws_commands(sub: argparse._SubParsersAction) -> None:
+    aws = sub.add_parser("aws", help="set up DynamoDB and S3 for the AWS backends").add_subparsers(
+        dest="aws_command", required=True)
+    table = aws.add_parser("create-table", help="create a DynamoDB table in the seed system's layout")
+    table.add_argument("--table", help="table name (default: DYNAMODB_TABLE_NAME)")
+    table.set_defaults(func=cmd_aws_create_table)
+    buckets = aws.add_parser("create-buckets", help="create the S3 buckets for request files and for Chroma")
+    buckets.add_argument("--requests-bucket", help="request files (default: S3_BUCKET)")
+    buckets.add_argument("--chroma-bucket", help="deltas and snapshots (default: CHROMADB_BUCKET)")
+    buckets.set_defaults(func=cmd_aws_create_buckets)
 
 
 def main(argv: list[str] | None = None) -> int:
