@@ -28,14 +28,7 @@ from dagster import (
     define_asset_job,
 )
 
-from resources.configurable import (
-    BatchProviderResource,
-    ChromaStoreResource,
-    LockResource,
-    ObjectStoreResource,
-    ReceiptStoreResource,
-    Runtime,
-)
+from resources.configurable import EmbeddingResource
 
 from .consistency import snapshot_agreement
 
@@ -73,12 +66,10 @@ def build_kind(kind: str) -> KindDefinitions:
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.", **common)
     def unembedded(
-        context: AssetExecutionContext, config: CreateBatchesConfig, receipt_store: ReceiptStoreResource,
-        object_store: ObjectStoreResource, batch_provider: BatchProviderResource, chroma: ChromaStoreResource,
-        lock: LockResource,
+        context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
         started = time.monotonic()
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        runtime = embedding.open()
         report = runtime.pipeline.prepare(kind, config.max_items, context.log.info)
         return MaterializeResult(metadata={
             "receipts": report.receipts, "items": report.items, "requests": report.requests,
@@ -90,12 +81,9 @@ def build_kind(kind: str) -> KindDefinitions:
 
     @asset(name="submitted_batches", deps=[unembedded], kinds={"python"},
            description="Uploads PREPARED request files and creates provider batches.", **common)
-    def submitted_batches(
-        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
-        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
-    ) -> MaterializeResult:
+    def submitted_batches(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         started = time.monotonic()
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+        runtime = embedding.open()
         report = runtime.pipeline.submit(kind, context.log.info)
         if report.failed and not (report.submitted or report.reconciled):
             raise RuntimeError(f"no batch could be submitted: {report.failed}")
@@ -108,11 +96,8 @@ def build_kind(kind: str) -> KindDefinitions:
 
     @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
            description="One partition per finished provider batch: its vectors as a Parquet delta.", **common)
-    def embedding_deltas(
-        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
-        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
-    ) -> MaterializeResult:
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+    def embedding_deltas(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
+        runtime = embedding.open()
         report = runtime.pipeline.ingest(context.partition_key, context.log.info)
         return MaterializeResult(metadata={
             "batch_status": report.status, "vectors": report.vectors, "failed_requests": report.failed_requests,
@@ -124,38 +109,33 @@ def build_kind(kind: str) -> KindDefinitions:
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",
            description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.", **common)
-    def chroma_snapshot(
-        context: AssetExecutionContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
-        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
-    ) -> MaterializeResult:
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+    def chroma_snapshot(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
+        runtime = embedding.open()
         report = runtime.compactor(kind).run(context.log.info)
         return MaterializeResult(metadata={
             "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
             "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
-            "published": report.published, "pruned_versions": len(report.pruned), "seconds": round(report.seconds, 3),
+            "removed": report.removed, "published": report.published, "pruned_versions": len(report.pruned),
+            "seconds": round(report.seconds, 3),
         })
 
     @asset_check(asset=chroma_snapshot, name="success_matches_snapshot",
                  description="Every SUCCESS item is in the latest snapshot, and every vector there is a SUCCESS item.")
-    def success_matches_snapshot(
-        receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource, batch_provider: BatchProviderResource,
-        chroma: ChromaStoreResource, lock: LockResource,
-    ) -> AssetCheckResult:
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+    def success_matches_snapshot(embedding: EmbeddingResource) -> AssetCheckResult:
+        runtime = embedding.open()
         agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
         return AssetCheckResult(passed=agreement.ok, severity=AssetCheckSeverity.ERROR, metadata={
             "success_items": agreement.success, "items_in_snapshot": agreement.in_snapshot,
             "success_missing_from_snapshot": agreement.missing_count,
-            "snapshot_items_not_success": agreement.extra_count,
+            "vectors_for_no_success_item": agreement.extra_count, "awaiting_reembed": agreement.awaiting_reembed,
             "sample_missing": MetadataValue.json(agreement.missing_sample),
             "sample_extra": MetadataValue.json(agreement.extra_sample),
         })
 
     @asset_check(asset=submitted_batches, name="no_pending_without_batch",
                  description="No item is PENDING unless a live batch record owns it.")
-    def no_pending_without_batch(receipt_store: ReceiptStoreResource) -> AssetCheckResult:
-        stranded = receipt_store.open().pending_without_live_batch(kind)
+    def no_pending_without_batch(embedding: EmbeddingResource) -> AssetCheckResult:
+        stranded = embedding.receipt_store.open().pending_without_live_batch(kind)
         return AssetCheckResult(passed=not stranded, severity=AssetCheckSeverity.WARN, metadata={
             "stranded_items": len(stranded),
             "batches": MetadataValue.json(sorted({b or "(none)" for _, b in stranded})[:20]),

@@ -113,7 +113,26 @@ class LockResource(ConfigurableResource):
         return self.lock_duration_minutes * 60
 
 
+class EmbeddingResource(ConfigurableResource):
+    """The five parts as one resource, so an asset or sensor body asks for a single opened Runtime."""
+
+    receipt_store: ReceiptStoreResource
+    object_store: ObjectStoreResource
+    batch_provider: BatchProviderResource
+    chroma: ChromaStoreResource
+    lock: LockResource
+
+    def open(self) -> Runtime:
+        return Runtime(self.receipt_store, self.object_store, self.batch_provider, self.chroma, self.lock)
+
+
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    """The five parts, plus `embedding`: the same parts together, which asset and sensor bodies take."""
+    parts = _parts(settings)
+    return {**parts, "embedding": EmbeddingResource(**parts)}
+
+
+def _parts(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
         "receipt_store": ReceiptStoreResource(
             backend="dynamodb" if settings.dynamodb_table else "sqlite", sqlite_path=str(settings.sqlite_path),
@@ -168,7 +187,7 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        return cls(**resources_from_settings(settings))
+        return cls(**_parts(settings))
 
     def snapshots(self, kind: str) -> SnapshotStore:
         return self.config[3].snapshots(self.objects, kind)

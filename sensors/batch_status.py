@@ -11,14 +11,7 @@ ingested once however often it is seen finished.
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from embedding_assets.factory import KindDefinitions
-from resources.configurable import (
-    BatchProviderResource,
-    ChromaStoreResource,
-    LockResource,
-    ObjectStoreResource,
-    ReceiptStoreResource,
-    Runtime,
-)
+from resources.configurable import EmbeddingResource
 
 MAX_POLLS_PER_TICK = 50
 
@@ -29,11 +22,8 @@ def batch_status_sensor(defs: KindDefinitions):
     @sensor(name=f"{kind}_batch_status_sensor", job=defs.ingest_job, minimum_interval_seconds=60,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Polls live {kind} batches; a finished one gets a delta partition and an ingest run.")
-    def _sensor(
-        context: SensorEvaluationContext, receipt_store: ReceiptStoreResource, object_store: ObjectStoreResource,
-        batch_provider: BatchProviderResource, chroma: ChromaStoreResource, lock: LockResource,
-    ) -> SensorResult:
-        runtime = Runtime(receipt_store, object_store, batch_provider, chroma, lock)
+    def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource) -> SensorResult:
+        runtime = embedding.open()
         finished, cursor = runtime.pipeline.poll(kind, MAX_POLLS_PER_TICK, context.cursor or None)
         ids = [record.batch_id for record in finished]
         known = set(context.instance.get_dynamic_partitions(defs.partitions.name))

@@ -9,7 +9,7 @@ from dagster import DagsterRunStatus, DefaultSensorStatus, RunRequest, RunsFilte
 
 from embedding_assets.factory import KindDefinitions
 from embedding_assets.models import Stage
-from resources.configurable import ReceiptStoreResource
+from resources.configurable import EmbeddingResource
 
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
@@ -21,8 +21,8 @@ def compaction_sensor(defs: KindDefinitions):
     @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=60,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
-    def _sensor(context: SensorEvaluationContext, receipt_store: ReceiptStoreResource):
-        waiting = receipt_store.open().list_batches(kind, [Stage.DELTA_READY])
+    def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource):
+        waiting = embedding.receipt_store.open().list_batches(kind, [Stage.DELTA_READY])
         if not waiting:
             return SkipReason("no deltas waiting")
         running = context.instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
