@@ -31,7 +31,7 @@ def test_batch_status_sensor_adds_partitions_and_requests_each_ingest_once(setti
     with build_sensor_context(instance=instance, resources=defs.resources) as context:
         result = sensor(context)
     assert sorted(r.partition_key for r in result.run_requests) == batch_ids
-    assert all(r.run_key == f"lines-ingest-{r.partition_key}" for r in result.run_requests)
+    assert all(r.run_key == f"lines-ingest-{r.partition_key}-0" for r in result.run_requests)
     (add,) = result.dynamic_partitions_requests
     assert add.partitions_def_name == "lines_batches" and sorted(add.partition_keys) == batch_ids
     assert all(b.stage == Stage.COMPLETED for b in runtime.store.list_batches("lines"))
@@ -41,6 +41,20 @@ def test_batch_status_sensor_adds_partitions_and_requests_each_ingest_once(setti
         again = sensor(context)
     assert not again.dynamic_partitions_requests  # known partitions are not added twice
     assert {r.run_key for r in again.run_requests} == {r.run_key for r in result.run_requests}
+
+
+def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtime, instance, demo_receipts):
+    _prepared_and_submitted(runtime, demo_receipts)
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+    (batch_id,) = [b.batch_id for b in runtime.store.list_batches("lines")]
+    job = defs.resolve_job_def("lines_ingest_delta")
+    keys = []
+    for _ in range(batch_status.MAX_INGEST_RUNS + 1):
+        with build_sensor_context(instance=instance, resources=defs.resources) as context:
+            keys.append([r.run_key for r in sensor(context).run_requests])
+        instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags={"dagster/partition": batch_id})
+    assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(batch_status.MAX_INGEST_RUNS)] + [[]]
 
 
 def test_batch_status_sensor_pages_through_live_batches_across_ticks(settings, runtime, instance, demo_receipts, monkeypatch):
