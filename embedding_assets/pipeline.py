@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,6 +107,27 @@ class IngestReport:
     cost_usd: float = 0.0
     seconds: float = 0.0
     already_done: bool = False
+
+
+class Manifest(Mapping[str, dict[str, Any]]):
+    """custom_id -> manifest entry, kept as the raw JSON lines and parsed on use.
+
+    Held as dicts, a 50,000-request batch costs ~80 MB during ingest; as bytes
+    about a third of that.
+    """
+
+    def __init__(self, path: Path):
+        with path.open("rb") as f:
+            self._raw = {orjson.loads(line)["custom_id"]: line for line in f}
+
+    def __getitem__(self, custom_id: str) -> dict[str, Any]:
+        return orjson.loads(self._raw[custom_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def batch_keys(kind: str, batch_id: str) -> tuple[str, str, str]:
@@ -348,7 +369,8 @@ class Pipeline:
         The cursor lets a caller with a time limit (a sensor tick) page through
         any number of live batches across calls; None means it wrapped around.
         """
-        live = [r for r in self.store.list_batches(kind, PROVIDER_LIVE) if after is None or r.batch_id > after]
+        live = sorted((r for r in self.store.list_batches(kind, PROVIDER_LIVE) if after is None or r.batch_id > after),
+                      key=lambda r: r.batch_id)  # the cursor is a batch id: page in that order
         page = live[:limit]
         errors: list[Exception] = []
         for record in page:
@@ -456,7 +478,7 @@ class Pipeline:
         return report
 
     def _read_results(
-        self, path: Path, record: BatchRecord, manifest: dict[str, dict[str, Any]], writer: DeltaWriter,
+        self, path: Path, record: BatchRecord, manifest: Mapping[str, dict[str, Any]], writer: DeltaWriter,
         done: set[str], errors: dict[str, str], report: IngestReport, usage: UsageTally,
     ) -> None:
         """Match results to requests by custom_id (output order is arbitrary); the first answer per id wins."""
@@ -477,13 +499,12 @@ class Pipeline:
                 writer.add(result.custom_id, result.vectors[0], entry["document"], meta)
                 done.add(result.custom_id)
 
-    def _load_manifest(self, record: BatchRecord, tmp: Path) -> dict[str, dict[str, Any]]:
+    def _load_manifest(self, record: BatchRecord, tmp: Path) -> Mapping[str, dict[str, Any]]:
         path = tmp / "manifest.jsonl"
         self.objects.download(record.manifest_key, path)
-        with path.open("rb") as f:
-            return {entry["custom_id"]: entry for entry in map(orjson.loads, f)}
+        return Manifest(path)
 
-    def _release(self, record: BatchRecord, manifest: dict[str, dict[str, Any]], errors: dict[str, str], report: IngestReport) -> None:
+    def _release(self, record: BatchRecord, manifest: Mapping[str, dict[str, Any]], errors: dict[str, str], report: IngestReport) -> None:
         by_error: dict[str, list[str]] = {}
         for custom_id, error in errors.items():
             by_error.setdefault(error, []).extend(manifest[custom_id]["item_keys"])
