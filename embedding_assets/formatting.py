@@ -128,21 +128,30 @@ def _base_metadata(item: Item, merchant_name: str | None) -> dict[str, Any]:
     return meta
 
 
+def _split_noise(items: Sequence[Item]) -> tuple[ReceiptRequests, list[Item]]:
+    """The receipt's empty request set with its new noise filled in, and the items that can be sent.
+
+    Noise is left out of the rows too, so it is never context for a neighbour.
+    """
+    first = items[0] if items else None
+    out = ReceiptRequests(first.image_id if first else "", first.receipt_id if first else 0)
+    live: list[Item] = []
+    for item in items:
+        reason = noise_reason(item)
+        if reason is None:
+            live.append(item)
+        elif item.status == Status.NONE:
+            out.noise[item.key] = reason
+    return out, live
+
+
 def line_requests(lines: Sequence[Item], merchant_name: str | None, max_tokens: int) -> ReceiptRequests:
     """One request per visual row that holds an unembedded line.
 
     The request carries the row's leftmost line id; every unembedded line of
     the row follows its outcome, so a price and its item name share a vector.
     """
-    first = lines[0] if lines else None
-    out = ReceiptRequests(first.image_id if first else "", first.receipt_id if first else 0)
-    live: list[Item] = []
-    for line in lines:
-        reason = noise_reason(line)
-        if reason is None:
-            live.append(line)
-        elif line.status == Status.NONE:
-            out.noise[line.key] = reason
+    out, live = _split_noise(lines)
     rows = visual_rows(live)
     texts = [_row_text(row) for row in rows]
     for index, row in enumerate(rows):
@@ -164,15 +173,7 @@ def line_requests(lines: Sequence[Item], merchant_name: str | None, max_tokens: 
 
 def word_requests(words: Sequence[Item], merchant_name: str | None, max_tokens: int) -> ReceiptRequests:
     """One request per unembedded word: `l2 l1 WORD r1 r2` along its visual line."""
-    first = words[0] if words else None
-    out = ReceiptRequests(first.image_id if first else "", first.receipt_id if first else 0)
-    live: list[Item] = []
-    for word in words:
-        reason = noise_reason(word)
-        if reason is None:
-            live.append(word)
-        elif word.status == Status.NONE:
-            out.noise[word.key] = reason
+    out, live = _split_noise(words)
     for row in visual_rows(live):
         texts = [clean_text(w.text) for w in row]
         for index, word in enumerate(row):
