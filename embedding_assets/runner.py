@@ -68,6 +68,7 @@ def run_kind(
     _execute(defs, instance, kind_defs.create_job.name, summary)
     created = [b for b in runtime.store.list_batches(kind) if b.stage not in (Stage.DELTA_READY, Stage.COMPACTED)]
     summary.batches = len(created)
+    progress(f"[{kind}] {len(created)} batches in flight with {sum(b.item_count for b in created)} {kind}")
     if not created and not runtime.store.list_batches(kind, [Stage.DELTA_READY]):
         summary.nothing_to_do = before.get(Status.PENDING.value, 0) == 0
     while True:
@@ -86,6 +87,8 @@ def run_kind(
         if runtime.store.list_batches(kind, [Stage.DELTA_READY]):
             progress(f"[{kind}] compact")
             _execute(defs, instance, kind_defs.compaction_job.name, summary)
+            pointer = runtime.snapshots(kind).latest()
+            progress(f"[{kind}] snapshot v{pointer.version if pointer else 0} published")
         counts = runtime.store.status_counts(kind)
         summary.pending = counts.get(Status.PENDING.value, 0)
         if summary.pending == 0:
