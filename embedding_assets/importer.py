@@ -101,6 +101,21 @@ def _int(obj: dict[str, Any], key: str, path: str, minimum: int) -> int:
     return value
 
 
+def _entries(obj: dict[str, Any], key: str, path: str, id_field: str) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """(path prefix, object, id) of each entry of a lines or words array; a repeated id names its twin."""
+    seen: dict[int, int] = {}
+    for i, entry in enumerate(_list(obj, key, path)):
+        here = f"{path}{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise _FieldError(here, "must be an object")
+        here += "."
+        entry_id = _int(entry, id_field, here, 0)
+        if entry_id in seen:
+            raise _FieldError(f"{here}{id_field}", f"duplicate {entry_id} (also {path}{key}[{seen[entry_id]}])")
+        seen[entry_id] = i
+        yield here, entry, entry_id
+
+
 def _text(obj: dict[str, Any], path: str) -> str:
     value = _get(obj, "text", path)
     if not isinstance(value, str):
@@ -171,32 +186,14 @@ def _receipt(obj: Any, context: dict[str, Any]) -> Receipt:
         raise _FieldError("merchant_name", f"must be a string or null, got {merchant!r}")
 
     receipt = Receipt(image_id=image_id, receipt_id=receipt_id, merchant_name=merchant)
-    seen_lines: dict[int, int] = {}
-    for i, line in enumerate(_list(obj, "lines", "")):
-        path = f"lines[{i}]"
-        if not isinstance(line, dict):
-            raise _FieldError(path, "must be an object")
-        path += "."
-        line_id = _int(line, "line_id", path, 0)
-        if line_id in seen_lines:
-            raise _FieldError(f"{path}line_id", f"duplicate {line_id} (also lines[{seen_lines[line_id]}])")
-        seen_lines[line_id] = i
+    for path, line, line_id in _entries(obj, "lines", "", "line_id"):
         receipt.lines.append(Item(
             image_id, receipt_id, line_id, _text(line, path), _box(line, path), _confidence(line, path),
             is_noise=_is_noise(line, path),
         ))
         if "words" not in line:
             continue
-        seen_words: dict[int, int] = {}
-        for j, word in enumerate(_list(line, "words", path)):
-            wpath = f"{path}words[{j}]"
-            if not isinstance(word, dict):
-                raise _FieldError(wpath, "must be an object")
-            wpath += "."
-            word_id = _int(word, "word_id", wpath, 0)
-            if word_id in seen_words:
-                raise _FieldError(f"{wpath}word_id", f"duplicate {word_id} (also {path}words[{seen_words[word_id]}])")
-            seen_words[word_id] = j
+        for wpath, word, word_id in _entries(line, "words", path, "word_id"):
             receipt.words.append(Item(
                 image_id, receipt_id, line_id, _text(word, wpath), _box(word, wpath), _confidence(word, wpath),
                 word_id=word_id, is_noise=_is_noise(word, wpath),

@@ -44,7 +44,7 @@ from .costs import UsageTally, write_usage
 from .deltas import DeltaWriter
 from .formatting import ReceiptRequests, estimate_tokens, line_requests, word_requests
 from .lease import Lease, LeaseHeld
-from .models import KINDS, PROVIDER_LIVE, PROVIDER_TERMINAL, BatchRecord, Stage, Status
+from .models import KINDS, PROVIDER_LIVE, PROVIDER_TERMINAL, BatchRecord, Stage
 from .ports import BatchProvider, EnqueuedLimitReached, ObjectStore, ProviderBatch, ReceiptStore
 from .pricing import batch_cost
 from .results import iter_results

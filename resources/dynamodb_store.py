@@ -86,8 +86,8 @@ from embedding_assets.models import (
     parse_item_key,
     receipt_key,
 )
+from .store_rules import check_batch_changes, check_kind, validate_receipt
 
-from .sqlite_store import _validate_receipt
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -148,7 +148,6 @@ RECEIPT_REFS_BYTES = 300_000
 
 _BATCH_FIELDS = tuple(f.name for f in fields(BatchRecord))
 _BATCH_TYPES = get_type_hints(BatchRecord)
-_UPDATABLE_BATCH_FIELDS = frozenset(_BATCH_FIELDS) - {"batch_id", "updated_at"}
 # BatchRecord fields the seed's summary already holds under its own name ("" for None).
 _SEED_BATCH_ATTRIBUTE = {"provider_batch_id": "openai_batch_id", "output_file_id": "result_file_id"}
 # Attributes a place item carries when this store wrote it; anything more is the seed's.
@@ -236,10 +235,6 @@ def _iso(moment: datetime) -> str:
     """Fixed-width ISO UTC with +00:00, the seed's form, so that timestamps compare as strings."""
     return moment.isoformat(timespec="microseconds")
 
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
 def _receipt_sk(receipt_id: int) -> str:
@@ -427,7 +422,7 @@ def _batch_attributes(batch_id: str, changes: dict[str, Any]) -> tuple[dict[str,
             sets["status"] = SEED_STATUS[stage]
             sets["GSI1PK"] = f"STATUS#{SEED_STATUS[stage]}"
         elif name == "kind":
-            _check_kind(value)
+            check_kind(value)
             sets["batch_type"] = BATCH_TYPE[value]
             sets["GSI1SK"] = f"BATCH_TYPE#{BATCH_TYPE[value]}#BATCH_ID#{batch_id}"
         elif name in _SEED_BATCH_ATTRIBUTE:
@@ -595,7 +590,7 @@ class DynamoReceiptStore:
         receipts = list(receipts)
         latest: dict[str, Receipt] = {}
         for receipt in receipts:
-            _validate_receipt(receipt)
+            validate_receipt(receipt)
             _validate_layout(receipt)
             latest[receipt.key] = receipt  # a receipt listed twice: the later one wins, as it would in order
         plans = _parallel(self._plan_receipt, list(latest.values()))
@@ -696,7 +691,7 @@ class DynamoReceiptStore:
         order; starting just past `after` + '#' skips every item of that receipt
         ('$' is the character after '#').
         """
-        _check_kind(kind)
+        check_kind(kind)
         if limit < 1:
             return []
         prefix = _GSI1_PREFIX[kind]
@@ -720,7 +715,7 @@ class DynamoReceiptStore:
 
     def receipt_items(self, kind: str, image_id: str, receipt_id: int) -> list[Item]:
         """Every line (or word) of one receipt, whatever its status, from GSI3."""
-        _check_kind(kind)
+        check_kind(kind)
         records = self._query(
             IndexName="GSI3", KeyConditionExpression="GSI3PK = :pk AND GSI3SK = :sk",
             ExpressionAttributeValues=_dump({":pk": receipt_key(image_id, receipt_id), ":sk": _GSI3_SORT[kind]}),
@@ -771,7 +766,7 @@ class DynamoReceiptStore:
         found already PENDING for this very batch (a retry after an attempt
         that did land) counts as won, or it would be stranded.
         """
-        _check_kind(kind)
+        check_kind(kind)
 
         def build(key: str, e: _Expression) -> dict[str, Any]:
             not_noise = f"(attribute_not_exists({e.n('is_noise')}) OR {e.n('is_noise')} = {e.v(False)})"
@@ -794,7 +789,7 @@ class DynamoReceiptStore:
         first, and FAILED, under its own attempts condition, for the items
         still PENDING after that.
         """
-        _check_kind(kind)
+        check_kind(kind)
         limit = max_attempts - 1  # attempts already made at which this failure is the last one allowed
 
         def build(status: Status) -> Callable[[str, _Expression], dict[str, Any]]:
@@ -831,7 +826,7 @@ class DynamoReceiptStore:
 
         embedding_batch_id stays on the item so a vector can be traced to the batch that embedded it.
         """
-        _check_kind(kind)
+        check_kind(kind)
 
         def build(key: str, e: _Expression) -> dict[str, Any]:
             owner = f"{e.n('embedding_batch_id')} = {e.v(batch_id)}"
@@ -842,7 +837,7 @@ class DynamoReceiptStore:
 
     def mark_noise(self, kind: str, reasons: dict[str, str]) -> int:
         """NONE -> NOISE with the reason kept as the item's last error; an item already in a batch finishes first."""
-        _check_kind(kind)
+        check_kind(kind)
 
         def build(key: str, e: _Expression) -> dict[str, Any]:
             return self._status_update(kind, key, Status.NOISE, e, e.status_is(Status.NONE),
@@ -852,7 +847,7 @@ class DynamoReceiptStore:
 
     def retry_failed(self, kind: str) -> int:
         """FAILED -> NONE with attempts reset: the user has dealt with the cause (quota, a bad key)."""
-        _check_kind(kind)
+        check_kind(kind)
         failed = [_key_of(r) for r in self._query(**self._status_query(kind, Status.FAILED), ProjectionExpression="PK, SK")]
 
         def build(key: str, e: _Expression) -> dict[str, Any]:
@@ -863,7 +858,7 @@ class DynamoReceiptStore:
 
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
-        _check_kind(kind)
+        check_kind(kind)
 
         def build(item_key: str, e: _Expression) -> dict[str, Any]:
             return self._status_update(
@@ -884,7 +879,7 @@ class DynamoReceiptStore:
 
     def status_counts(self, kind: str) -> dict[str, int]:
         """One COUNT query per status over GSI1 (reads, but does not return, every item of the kind)."""
-        _check_kind(kind)
+        check_kind(kind)
         counts = {}
         for status in Status:
             count = self._count(**self._status_query(kind, status))
@@ -898,7 +893,7 @@ class DynamoReceiptStore:
         A page continues after the last key seen, not from a cursor into a
         result set, so the caller may change the items it iterates over.
         """
-        _check_kind(kind)
+        check_kind(kind)
         for record in self._query(QUERY_PAGE, **self._status_query(kind, Status(status)), **_ITEM_PROJECTION):
             yield _to_item(record)
 
@@ -909,7 +904,7 @@ class DynamoReceiptStore:
         record moved past the stages that own items, or the seed's own
         pipeline (PENDING with no batch id at all).
         """
-        _check_kind(kind)
+        check_kind(kind)
         pending = [(_key_of(r), r.get("embedding_batch_id"))
                    for r in self._query(**self._status_query(kind, Status.PENDING),
                                         ProjectionExpression="PK, SK, embedding_batch_id")]
@@ -946,9 +941,7 @@ class DynamoReceiptStore:
         batch_id and updated_at are not accepted: the id is the record's
         identity and updated_at is always set to now here.
         """
-        unknown = set(changes) - _UPDATABLE_BATCH_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update batch field(s): {', '.join(sorted(unknown))}")
+        check_batch_changes(changes)
         sets, removes = _batch_attributes(batch_id, {**changes, "updated_at": _iso(_now())})
         e = _Expression()
         update = "SET " + ", ".join(f"{e.n(name)} = {e.v(value)}" for name, value in sets.items())
@@ -977,7 +970,7 @@ class DynamoReceiptStore:
         their current state is then read from the table, so a lagging index
         never hands out a record in a stage it has already left.
         """
-        _check_kind(kind)
+        check_kind(kind)
         wanted = set(Stage) if stages is None else {Stage(stage) for stage in stages}
         ids: set[str] = set()
         for status in sorted({SEED_STATUS[stage] for stage in wanted}):

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from embedding_assets.ports import ObjectNotFound
 
-_TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
 
 
@@ -69,17 +69,17 @@ class LocalObjectStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix`, sorted; only the directory the prefix names is walked."""
-        _check_chars(prefix)
+        check_key_chars(prefix)
         if prefix.startswith("/"):
             raise ValueError(f"object key prefix {prefix!r} must be relative")
         folder, _, _ = prefix.rpartition("/")
         base = self._path(folder) if folder else self.root
         keys = []
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if not d.startswith(_TEMP_PREFIX)]
+            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in filenames:
-                if name.startswith(_TEMP_PREFIX):
+                if name.startswith(TEMP_PREFIX):
                     continue
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
@@ -96,22 +96,22 @@ class LocalObjectStore:
             pass
 
     def _path(self, key: str) -> Path:
-        _check_key(key)
+        check_key(key)
         path = self.root.joinpath(*key.split("/")).resolve()
         if path == self.root or self.root not in path.parents:
             raise ValueError(f"object key {key!r} resolves outside the store root")
         return path
 
 
-def _check_chars(key: str) -> None:
+def check_key_chars(key: str) -> None:
     if not isinstance(key, str):
         raise ValueError(f"object key {key!r} must be a string")
     if "\\" in key or "\x00" in key:
         raise ValueError(f"object key {key!r} contains a backslash or NUL")
 
 
-def _check_key(key: str) -> None:
-    _check_chars(key)
+def check_key(key: str) -> None:
+    check_key_chars(key)
     if not key:
         raise ValueError("object key '' is empty")
     if key.startswith("/"):
@@ -119,8 +119,8 @@ def _check_key(key: str) -> None:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise ValueError(f"object key {key!r} has an empty, '.' or '..' segment")
-        if segment.startswith(_TEMP_PREFIX):
-            raise ValueError(f"object key {key!r} uses the reserved prefix {_TEMP_PREFIX!r}")
+        if segment.startswith(TEMP_PREFIX):
+            raise ValueError(f"object key {key!r} uses the reserved prefix {TEMP_PREFIX!r}")
 
 
 def atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
@@ -129,7 +129,7 @@ def atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     `fill` writes the content to the open temp file; a failure removes the temp file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as dst:
             fill(dst)

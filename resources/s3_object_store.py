@@ -30,7 +30,7 @@ from dagster_aws.s3 import S3Resource
 
 from embedding_assets.ports import ObjectNotFound
 
-from .local_object_store import _TEMP_PREFIX, _check_chars, _check_key
+from .local_object_store import TEMP_PREFIX, check_key_chars, check_key
 
 REQUESTS_PREFIX = "batches/"
 # Keys per list call (S3's maximum).
@@ -87,7 +87,7 @@ class S3ObjectStore:
         self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
 
     def _bucket(self, key: str) -> str:
-        _check_key(key)
+        check_key(key)
         return self.requests_bucket if key.startswith(REQUESTS_PREFIX) else self.chroma_bucket
 
     def put_file(self, key: str, path: Path) -> None:
@@ -108,7 +108,7 @@ class S3ObjectStore:
         bucket = self._bucket(key)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=dest.parent)
         os.close(fd)
         try:
             self._client.download_file(bucket, key, tmp, Config=self._transfer)
@@ -129,7 +129,7 @@ class S3ObjectStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix`, sorted; a prefix that both buckets could hold lists both, merged."""
-        _check_chars(prefix)
+        check_key_chars(prefix)
         if prefix.startswith("/"):
             raise ValueError(f"object key prefix {prefix!r} must be relative")
         if self.requests_bucket == self.chroma_bucket:

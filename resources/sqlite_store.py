@@ -34,6 +34,7 @@ from embedding_assets.models import (
     Stage,
     Status,
 )
+from .store_rules import check_batch_changes, check_kind, validate_receipt
 
 # Long enough to ride out another process's put_receipts of a large import.
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -169,18 +170,12 @@ _UPSERT_ITEM = f"""
 """
 
 _BATCH_FIELDS = tuple(f.name for f in dataclasses.fields(BatchRecord))
-# The id is the record's identity and updated_at is the store's to set.
-_UPDATABLE_BATCH_FIELDS = frozenset(_BATCH_FIELDS) - {"batch_id", "updated_at"}
 
 
 def _now_iso() -> str:
     """UTC with a +00:00 offset, the form the seed table uses, so timestamps compare as strings."""
     return datetime.now(timezone.utc).isoformat()
 
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
 def _item_row(item: Item, kind: str, now: str) -> dict[str, Any]:
@@ -238,23 +233,6 @@ def _row_batch(row: sqlite3.Row) -> BatchRecord:
     values["stage"] = Stage(values["stage"])
     values["receipt_refs"] = [(image_id, receipt_id) for image_id, receipt_id in json.loads(values["receipt_refs"])]
     return BatchRecord(**values)
-
-
-def _validate_receipt(receipt: Receipt) -> None:
-    """Reject a receipt whose items would land under another receipt or the wrong kind.
-
-    Raised before anything is committed, so one bad receipt rolls back the whole import.
-    """
-    seen: set[str] = set()
-    for kind, items in (("lines", receipt.lines), ("words", receipt.words)):
-        for item in items:
-            if (item.image_id, item.receipt_id) != (receipt.image_id, receipt.receipt_id):
-                raise ValueError(f"{item.key} does not belong to receipt {receipt.key}")
-            if item.kind != kind:
-                raise ValueError(f"{item.key} is listed under {kind}")
-            if item.key in seen:
-                raise ValueError(f"{item.key} appears twice in receipt {receipt.key}")
-            seen.add(item.key)
 
 
 class SqliteReceiptStore:
@@ -318,7 +296,7 @@ class SqliteReceiptStore:
         now = _now_iso()
         with self._write() as conn:
             for receipt in receipts:
-                _validate_receipt(receipt)
+                validate_receipt(receipt)
                 conn.execute(
                     "INSERT INTO receipts (image_id, receipt_id, merchant_name) VALUES (?, ?, ?)"
                     " ON CONFLICT (image_id, receipt_id) DO UPDATE SET merchant_name = excluded.merchant_name",
@@ -361,7 +339,7 @@ class SqliteReceiptStore:
         'NONE' is a literal, not a parameter: SQLite only uses a partial index
         when it can prove the WHERE clause implies the index's condition.
         """
-        _check_kind(kind)
+        check_kind(kind)
         rows = self._read(
             "SELECT DISTINCT receipt_key, image_id, receipt_id FROM items"
             " WHERE kind = ? AND status = 'NONE' AND receipt_key > ?"
@@ -372,7 +350,7 @@ class SqliteReceiptStore:
 
     def receipt_items(self, kind: str, image_id: str, receipt_id: int) -> list[Item]:
         """Every line (or word) of one receipt, whatever its status."""
-        _check_kind(kind)
+        check_kind(kind)
         rows = self._read(
             f"SELECT {_ITEM_COLUMNS} FROM items WHERE image_id = ? AND receipt_id = ? AND kind = ?"
             " ORDER BY line_id, word_id",
@@ -394,7 +372,7 @@ class SqliteReceiptStore:
         One UPDATE per key so the rowcount says which keys were won; noise
         items are never claimed since they must never be sent.
         """
-        _check_kind(kind)
+        check_kind(kind)
         now = _now_iso()
         won: list[str] = []
         with self._write() as conn:
@@ -414,7 +392,7 @@ class SqliteReceiptStore:
         Only the owning batch may release an item: a batch that lost its items
         to a text change or a repair must not touch their new state.
         """
-        _check_kind(kind)
+        check_kind(kind)
         now = _now_iso()
         released = failed = 0
         with self._write() as conn:
@@ -441,7 +419,7 @@ class SqliteReceiptStore:
 
         batch_id stays on the item so a vector can be traced to the batch that embedded it.
         """
-        _check_kind(kind)
+        check_kind(kind)
         now = _now_iso()
         with self._write() as conn:
             cursor = conn.executemany(
@@ -456,7 +434,7 @@ class SqliteReceiptStore:
 
         Only from NONE: an item already in a batch finishes its round first.
         """
-        _check_kind(kind)
+        check_kind(kind)
         now = _now_iso()
         with self._write() as conn:
             cursor = conn.executemany(
@@ -468,7 +446,7 @@ class SqliteReceiptStore:
 
     def retry_failed(self, kind: str) -> int:
         """FAILED -> NONE with attempts reset: the user has dealt with the cause (quota, a bad key)."""
-        _check_kind(kind)
+        check_kind(kind)
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE items SET status = 'NONE', attempts = 0, batch_id = NULL, updated_at = ?"
@@ -479,7 +457,7 @@ class SqliteReceiptStore:
 
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
-        _check_kind(kind)
+        check_kind(kind)
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE items SET text = ?, status = 'NONE', attempts = 0, batch_id = NULL, last_error = NULL,"
@@ -489,7 +467,7 @@ class SqliteReceiptStore:
             return cursor.rowcount > 0
 
     def status_counts(self, kind: str) -> dict[str, int]:
-        _check_kind(kind)
+        check_kind(kind)
         rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE kind = ? GROUP BY status", (kind,))
         return {row["status"]: row["n"] for row in rows}
 
@@ -500,7 +478,7 @@ class SqliteReceiptStore:
         very items it is iterating over (and other processes may too), and a
         read transaction held open for the whole walk would stop WAL checkpoints.
         """
-        _check_kind(kind)
+        check_kind(kind)
         status_value = Status(status).value
         after = ""
         while True:
@@ -519,7 +497,7 @@ class SqliteReceiptStore:
         A crash between claiming and writing the batch record, or a record
         moved past the stages that own items, leaves such orphans behind.
         """
-        _check_kind(kind)
+        check_kind(kind)
         owning = sorted(stage.value for stage in OWNS_ITEMS)
         placeholders = ", ".join("?" * len(owning))
         rows = self._read(
@@ -557,9 +535,7 @@ class SqliteReceiptStore:
         batch_id and updated_at are not accepted: the id is the record's
         identity and updated_at is always set to now here.
         """
-        unknown = set(changes) - _UPDATABLE_BATCH_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update batch field(s): {', '.join(sorted(unknown))}")
+        check_batch_changes(changes)
         values = {name: _batch_column(name, value) for name, value in changes.items()}
         values["updated_at"] = _now_iso()
         assignments = ", ".join(f"{name} = :{name}" for name in values)

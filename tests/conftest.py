@@ -16,7 +16,10 @@ from dagster import DagsterInstance
 from embedding_assets.config import Settings
 from embedding_assets.demo import generate_receipts
 from resources.configurable import Runtime
-from tests.aws_fixtures import aws_backend_env, moto_endpoint  # noqa: F401  (moto_endpoint is a fixture)
+from tests.aws_fixtures import aws_backend_env
+
+# Fixtures shared by several test modules, registered once instead of imported into each.
+pytest_plugins = ["tests.aws_fixtures", "tests.fake_batch_api"]
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")

@@ -24,7 +24,7 @@ from embedding_assets.models import PROVIDER_LIVE, Stage, Status
 from embedding_assets.pipeline import Pipeline
 from embedding_assets.search import search
 from resources.configurable import Runtime
-from tests.fake_batch_api import FakeBatchAPI, Fault, fake_api, fake_tokens, fake_vector  # noqa: F401 (fixture)
+from tests.fake_batch_api import FakeBatchAPI, Fault, fake_tokens, fake_vector
 
 KIND = "lines"
 DIMS = 64

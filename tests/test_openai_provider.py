@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openai
 import pytest
 
 from embedding_assets import cli
@@ -16,7 +15,7 @@ from embedding_assets.models import Stage, Status
 from embedding_assets.ports import EnqueuedLimitReached
 from resources import openai_provider
 from resources.openai_provider import DownloadFailed, OpenAIBatchProvider
-from tests.fake_batch_api import FakeBatchAPI, Fault, fake_api, fake_vector  # noqa: F401 (fixture)
+from tests.fake_batch_api import FakeBatchAPI, Fault, fake_vector
 from tests.test_openai_pipeline import KIND, make_runtime, openai_env, quiet, settle
 
 
