@@ -31,6 +31,8 @@ from dagster import (
 from resources.configurable import EmbeddingResource
 
 from .consistency import snapshot_agreement
+from .models import Stage
+from .status import reaped_batches, stuck_batches
 
 
 class CreateBatchesConfig(Config):
@@ -142,6 +144,16 @@ def build_kind(kind: str) -> KindDefinitions:
             "sample": MetadataValue.json([k for k, _ in stranded[:10]]),
         })
 
+    @asset_check(asset=submitted_batches, name="no_stuck_batches",
+                 description="No batch in flight is stuck; names those that are, and the batches reaped lately.")
+    def no_stuck_batches(embedding: EmbeddingResource) -> AssetCheckResult:
+        batches = embedding.receipt_store.open().list_batches(kind)
+        stuck, reaped = stuck_batches(batches), reaped_batches(batches)
+        return AssetCheckResult(passed=not stuck, severity=AssetCheckSeverity.WARN, metadata={
+            "stuck_batches": len(stuck), "stuck": MetadataValue.json(stuck),
+            "reaped_batches": sum(b.stage == Stage.REAPED for b in batches), "recently_reaped": MetadataValue.json(reaped),
+        })
+
     jobs = {
         "create_batches": define_asset_job(
             f"{kind}_create_batches", selection=AssetSelection.assets(key("unembedded"), key("submitted_batches")),
@@ -163,5 +175,5 @@ def build_kind(kind: str) -> KindDefinitions:
     )
     return KindDefinitions(
         kind, [unembedded, submitted_batches, embedding_deltas, chroma_snapshot],
-        [success_matches_snapshot, no_pending_without_batch], jobs, schedule, partitions,
+        [success_matches_snapshot, no_pending_without_batch, no_stuck_batches], jobs, schedule, partitions,
     )

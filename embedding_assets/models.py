@@ -43,6 +43,8 @@ class Stage(str, enum.Enum):
     CANCELLED = "cancelled"
     DELTA_READY = "DELTA_READY"
     COMPACTED = "COMPACTED"
+    # Given up on: gone at the provider, or unfinished long past its window. Owns no items.
+    REAPED = "REAPED"
 
 
 PROVIDER_LIVE = frozenset({Stage.SUBMITTED, Stage.VALIDATING, Stage.IN_PROGRESS, Stage.FINALIZING, Stage.CANCELLING})

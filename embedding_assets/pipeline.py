@@ -16,6 +16,12 @@ any line and converge:
 - poll: copies the provider's status, usage and errors onto the record; a
   batch failed only for the enqueued limit goes back to PREPARED; a batch
   stuck in finalizing or past its window is flagged in its last error.
+- reap (inside poll): a batch the provider no longer knows, or one still
+  unfinished `reap_after_seconds` after submission, is cancelled (best
+  effort), recorded REAPED, and its items released at the cost of an
+  attempt. REAPED owns no items, so a crash between the two steps leaves
+  items that the next prepare's orphan release frees; a late result of a
+  reaped batch is never ingested, and its items cannot be marked by it.
 - ingest: releases failures conditionally on the owning batch (repeats are
   no-ops), writes the delta and the per-receipt usage, and only then marks
   DELTA_READY.
@@ -45,7 +51,7 @@ from .deltas import DeltaWriter
 from .formatting import ReceiptRequests, estimate_tokens, line_requests, word_requests
 from .lease import Lease, LeaseHeld
 from .models import KINDS, PROVIDER_LIVE, PROVIDER_TERMINAL, BatchRecord, Stage
-from .ports import BatchProvider, EnqueuedLimitReached, ObjectStore, ProviderBatch, ReceiptStore
+from .ports import BatchNotFound, BatchProvider, EnqueuedLimitReached, ObjectStore, ProviderBatch, ReceiptStore
 from .pricing import batch_cost
 from .results import iter_results
 
@@ -154,6 +160,7 @@ class Pipeline:
         heartbeat_seconds: float = 30.0,
         delete_intermediate: bool = True,
         prices: dict[str, float] | None = None,
+        reap_after_seconds: float = 48 * 3600,
     ):
         self.store = store
         self.objects = objects
@@ -166,6 +173,7 @@ class Pipeline:
         self.lock_ttl_seconds = lock_ttl_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.delete_intermediate = delete_intermediate
+        self.reap_after_seconds = reap_after_seconds
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, kind: str, max_items: int, progress: Progress = log.info) -> PrepareReport:
@@ -376,11 +384,18 @@ class Pipeline:
         for record in page:
             try:
                 batch = self.provider.retrieve(record.provider_batch_id)
+            except BatchNotFound as exc:
+                self.reap(record, f"gone at the provider: {exc}")
+                continue
             except Exception as exc:  # one unreachable batch must not keep the others from being polled
                 errors.append(exc)
                 self.store.update_batch(record.batch_id, last_error=f"poll: {exc}")
+                if self._overdue(record):
+                    self.reap(record, f"no answer from the provider {self._age_hours(record):.1f} h after submission: {exc}")
                 continue
             self._refresh(record, batch)
+            if batch.status not in PROVIDER_TERMINAL_STATUSES and not batch.queue_full and self._overdue(record):
+                self.reap(record, f"still {batch.status} {self._age_hours(record):.1f} h after submission")
         if page and len(errors) == len(page):
             raise errors[-1]  # nothing answered: the provider itself is unreachable, so say so
         cursor = page[-1].batch_id if len(live) > limit else None
@@ -409,6 +424,34 @@ class Pipeline:
             failed_requests=batch.failed, prompt_tokens=batch.prompt_tokens or record.prompt_tokens,
             last_error=note,
         )
+
+    def _age_hours(self, record: BatchRecord) -> float:
+        return (time.time() - _epoch(record.submitted_at or record.created_at)) / 3600
+
+    def _overdue(self, record: BatchRecord) -> bool:
+        return self._age_hours(record) * 3600 > self.reap_after_seconds
+
+    def reap(self, record: BatchRecord, reason: str) -> int:
+        """Give up on a batch that will never finish: cancel it (best effort), then release its items.
+
+        The record goes REAPED before the release, so a crash between the two
+        leaves items owned by no batch, which the next prepare releases.
+        """
+        log.warning("reaping batch %s (%s): %s", record.batch_id, record.provider_batch_id, reason)
+        if record.provider_batch_id:
+            try:
+                self.provider.cancel(record.provider_batch_id)
+            except Exception as exc:  # the batch may be gone or the provider silent: that is why we reap
+                log.warning("batch %s: cancel while reaping failed: %s", record.batch_id, exc)
+        self.store.update_batch(record.batch_id, stage=Stage.REAPED, last_error=f"reaped: {reason}")
+        tmp = self._tmp_dir()
+        try:
+            manifest = self._load_manifest(record, tmp)
+            keys = [key for custom_id in manifest for key in manifest[custom_id]["item_keys"]]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        released, failed = self.store.release(record.kind, keys, record.batch_id, f"reaped: {reason}", self.max_attempts)
+        return released + failed
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, batch_id: str) -> BatchRecord:

@@ -141,6 +141,10 @@ class ProviderBatch:
     queue_full: bool = False
 
 
+class BatchNotFound(LookupError):
+    """The provider has no batch by that id (deleted, or another account's): it will never finish."""
+
+
 class EnqueuedLimitReached(RuntimeError):
     """The provider refused a new batch because the model's enqueued-token limit is reached.
 
@@ -175,7 +179,8 @@ class BatchProvider(Protocol):
         before it, so reconciling stays cheap however long the history is.
         """
 
-    def retrieve(self, provider_batch_id: str) -> ProviderBatch: ...
+    def retrieve(self, provider_batch_id: str) -> ProviderBatch:
+        """The batch's current state; raises BatchNotFound when the provider has no such batch."""
 
     def download(self, file_id: str, dest: Path) -> None:
         """Stream a file's content to `dest` (never whole in memory)."""

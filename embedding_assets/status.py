@@ -6,13 +6,24 @@ from collections import Counter
 from itertools import islice
 from typing import Any
 
-from .models import PROVIDER_LIVE, Stage, Status
+from .models import PROVIDER_LIVE, BatchRecord, Stage, Status
 from .pipeline import STUCK
 from .ports import ReceiptStore
 from .snapshots import SnapshotStore
 
-
 DEAD_LETTER_SAMPLE = 20
+
+
+def stuck_batches(batches: list[BatchRecord]) -> dict[str, str]:
+    """Live batches that poll flagged as stuck, with the reason: they will be reaped if they stay so."""
+    return {b.batch_id: b.last_error or "" for b in batches
+            if b.stage in PROVIDER_LIVE and (b.last_error or "").startswith(STUCK)}
+
+
+def reaped_batches(batches: list[BatchRecord], limit: int = DEAD_LETTER_SAMPLE) -> dict[str, str]:
+    """The most recently reaped batches, with why they were given up on."""
+    reaped = [b for b in batches if b.stage == Stage.REAPED]
+    return {b.batch_id: b.last_error or "" for b in reaped[-limit:]}
 
 
 def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]:
@@ -26,8 +37,8 @@ def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]
         "vectors": pointer.vectors if pointer else 0,
         "prompt_tokens": sum(b.prompt_tokens for b in batches),
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),
-        "stuck": {b.batch_id: b.last_error for b in batches
-                  if b.stage in PROVIDER_LIVE and (b.last_error or "").startswith(STUCK)},
+        "stuck": stuck_batches(batches),
+        "reaped": reaped_batches(batches),
         # Dead letters: items past the attempt limit, with the provider's last word on them.
         "failed": {item.key: item.last_error
                    for item in islice(store.items_with_status(snapshots.kind, Status.FAILED.value), DEAD_LETTER_SAMPLE)},

@@ -64,6 +64,9 @@ class BatchProviderResource(ConfigurableResource):
     """The batch embedding service: `local` (no key, no network, free) or `openai` (paid, explicit).
 
     `prices` is USD per million tokens at the batch tier, per model.
+    `reap_after_hours` is how long after submission a batch that has not
+    finished (or that the provider no longer answers for) is given up on:
+    the 24 h window plus a day of grace by default.
     """
 
     provider: str = "local"
@@ -75,6 +78,7 @@ class BatchProviderResource(ConfigurableResource):
     openai_max_retries: int = 5
     openai_timeout_seconds: float = 600.0
     enqueued_token_limit: int | None = None
+    reap_after_hours: float = 48.0
     prices: dict[str, float] = dict(PRICE_PER_MTOK)
 
     def open(self) -> BatchProvider:
@@ -150,7 +154,8 @@ def _parts(settings: Settings) -> dict[str, ConfigurableResource]:
             provider=settings.provider, root=str(settings.provider_dir), model=settings.model, dimensions=settings.dimensions,
             openai_api_key=settings.openai_api_key, openai_base_url=settings.openai_base_url,
             openai_max_retries=settings.openai_max_retries, openai_timeout_seconds=settings.openai_timeout_seconds,
-            enqueued_token_limit=settings.enqueued_token_limit, prices=settings.batch_prices,
+            enqueued_token_limit=settings.enqueued_token_limit, reap_after_hours=settings.reap_after_hours,
+            prices=settings.batch_prices,
         ),
         "chroma": ChromaStoreResource(
             cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,
@@ -183,6 +188,7 @@ class Runtime:
             max_attempts=receipt_store.max_attempts, lock_ttl_seconds=lock.ttl_seconds,
             heartbeat_seconds=lock.heartbeat_interval_seconds,
             delete_intermediate=object_store.delete_intermediate_chunks, prices=batch_provider.prices,
+            reap_after_seconds=batch_provider.reap_after_hours * 3600,
         )
 
     @classmethod

@@ -112,6 +112,7 @@ SEED_STATUS = {
     Stage.FAILED: "FAILED",
     Stage.EXPIRED: "EXPIRED",
     Stage.CANCELLED: "CANCELLED",
+    Stage.REAPED: "FAILED",
 }
 
 # The table the seed system uses: key attributes of the table and of its five indexes.

@@ -62,7 +62,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from embedding_assets.ports import ProviderBatch
+from embedding_assets.ports import BatchNotFound, ProviderBatch
 from resources.local_object_store import atomic_write
 
 MODEL = "wordllama-l2-supercat-256"
@@ -370,7 +370,7 @@ class LocalBatchProvider:
         try:
             return orjson.loads((self._batches / f"{batch_id}.json").read_bytes())
         except FileNotFoundError:
-            raise FileNotFoundError(f"no local batch {batch_id}") from None
+            raise BatchNotFound(f"no local batch {batch_id}") from None
 
     def _save(self, state: dict[str, Any]) -> None:
         data = orjson.dumps(state, option=orjson.OPT_INDENT_2)

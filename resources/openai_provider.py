@@ -43,7 +43,7 @@ import openai
 
 from embedding_assets import openai_models
 from embedding_assets.batching import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
-from embedding_assets.ports import EnqueuedLimitReached, ProviderBatch
+from embedding_assets.ports import BatchNotFound, EnqueuedLimitReached, ProviderBatch
 
 try:  # the SDK's HTTP client: httpx2 from openai 3 on, httpx before
     import httpx2 as _http
@@ -164,7 +164,10 @@ class OpenAIBatchProvider:
         return found
 
     def retrieve(self, provider_batch_id: str) -> ProviderBatch:
-        return _provider_batch(self._client.batches.retrieve(provider_batch_id))
+        try:
+            return _provider_batch(self._client.batches.retrieve(provider_batch_id))
+        except openai.NotFoundError as exc:
+            raise BatchNotFound(f"the provider has no batch {provider_batch_id}: {exc}") from exc
 
     def cancel(self, provider_batch_id: str) -> ProviderBatch:
         try:

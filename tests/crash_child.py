@@ -48,6 +48,8 @@ def main(step: str, kind: str, target: str, when: str, arg: str | None = None) -
         runtime.pipeline.prepare(kind, 10_000_000)
     elif step == "submit":
         runtime.pipeline.submit(kind)
+    elif step == "poll":
+        runtime.pipeline.poll(kind, 1000)
     elif step == "ingest":
         runtime.pipeline.ingest(arg)
     elif step == "compact":

@@ -4,6 +4,7 @@ import numpy as np
 import orjson
 import pytest
 
+from embedding_assets.ports import BatchNotFound
 from embedding_assets.results import Result, iter_results
 from resources import local_provider
 from resources.local_provider import MODEL, LocalBatchProvider, load_model
@@ -214,5 +215,5 @@ def test_ids_cannot_name_other_files(provider: LocalBatchProvider, tmp_path: Pat
         provider.retrieve("../../etc/passwd")
     with pytest.raises(ValueError):
         provider.download("file-../x", tmp_path / "x")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BatchNotFound):
         provider.retrieve("batch_" + "0" * 24)

@@ -311,6 +311,30 @@ def test_batch_stuck_in_finalizing_is_reported(runtime, fake_api):
     assert kind_status(runtime.store, runtime.snapshots(KIND))["stuck"] == {record.batch_id: record.last_error}
 
 
+def test_batch_stuck_past_the_reap_age_is_cancelled_reaped_and_its_items_sent_again(runtime, fake_api):
+    fake_api.switches.stuck_finalizing = True
+    runtime.pipeline.prepare(KIND, 100_000, quiet)
+    runtime.pipeline.submit(KIND, quiet)
+    for _ in range(3):
+        runtime.pipeline.poll(KIND, 100)
+    (record,) = runtime.store.list_batches(KIND)
+    assert record.stage == Stage.FINALIZING
+    runtime.pipeline.reap_after_seconds = 0
+
+    finished, _ = runtime.pipeline.poll(KIND, 100)
+
+    reaped = runtime.store.get_batch(record.batch_id)
+    assert not finished and reaped.stage == Stage.REAPED
+    assert reaped.last_error.startswith("reaped: still finalizing")
+    assert fake_api.batches_for(record.batch_id)[0]["status"] in ("cancelling", "cancelled")
+    assert runtime.store.status_counts(KIND) == {Status.NONE.value: total_items(runtime)}
+    fake_api.switches.stuck_finalizing = False
+    runtime.pipeline.reap_after_seconds = 48 * 3600
+    drive(runtime)
+    counts = assert_sound(runtime, fake_api)
+    assert counts.get(Status.SUCCESS.value, 0) + counts.get(Status.NOISE.value, 0) == total_items(runtime)
+
+
 def test_costs_fall_back_to_line_usage_when_the_batch_has_none(runtime, fake_api):
     fake_api.switches.batch_usage = False
     drive(runtime)
