@@ -51,7 +51,7 @@ def check_model(collection: Any, model: str, dimensions: int | None) -> None:
         raise ModelMismatch(
             f"collection {collection.name!r} holds {meta.get('model')} vectors of {meta.get('dimensions')} dimensions, "
             f"but the configuration asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, "
-            f"or re-embed into a new collection"
+            f"or run `receipt-embeddings reembed --kind {collection.name}` to build a {model} collection beside it"
         )
 
 

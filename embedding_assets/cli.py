@@ -58,6 +58,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    return _run_kinds(KIND_CHOICES if args.kind == "all" else (args.kind,), args, settings)
+
+
+def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Settings) -> int:
     from dagster import DagsterInstance
 
     from .api import open_runtime
@@ -68,7 +72,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     runtime = open_runtime(settings)
     summaries = []
     with DagsterInstance.get() as instance:
-        for kind in KIND_CHOICES if args.kind == "all" else (args.kind,):
+        for kind in kinds:
             try:
                 summary = run_kind(defs, KIND_DEFS[kind], runtime, instance, args.timeout,
                                    progress=(lambda _: None) if args.json else print)
@@ -84,10 +88,47 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                   f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
         else:
             print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
-                  f"v{s.snapshot_version} with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, {s.seconds}s")
+                  f"v{s.snapshot_version} ({s.model}) with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, "
+                  f"{s.seconds}s")
+        if s.reembed_waiting:
+            print(f"[{s.kind}] the re-embed is not complete yet: search answers from v{s.snapshot_version} "
+                  f"({s.model}) until it is; `status` says what it waits for")
         if s.timed_out:
             print(f"[{s.kind}] timed out with {s.pending} items still PENDING", file=sys.stderr)
     return 3 if any(s.timed_out for s in summaries) else 0
+
+
+def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from .api import open_runtime
+    from .chroma_collections import ModelMismatch
+    from .rebuild import NothingToReembed
+
+    runtime = open_runtime(settings)
+    started = []
+    for kind in KIND_CHOICES if args.kind == "all" else (args.kind,):
+        try:
+            start = runtime.start_reembed(kind)
+        except NothingToReembed as exc:
+            print(f"[{kind}] nothing to re-embed: {exc}")
+            continue
+        except ModelMismatch as exc:
+            print(f"[{kind}] {exc}", file=sys.stderr)
+            return 2
+        if start.abandoned:
+            print(f"[{kind}] abandoned the re-embed to {start.abandoned}; search stays on {start.model}: "
+                  f"{start.requeued} {kind} only the new collection held are sent again")
+            started.append(kind)
+            continue
+        verb = "resuming the re-embed" if start.resumed else "re-embedding"
+        print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions) beside the serving "
+              f"{start.serving_model} ({start.serving_dimensions or 'native'}): {start.requeued} {kind} sent again; "
+              f"search answers from the old collection until the new one holds every {kind[:-1]}")
+        started.append(kind)
+    if args.no_run or not started:
+        if started:
+            print("the sensors (or `receipt-embeddings run`) now embed them and switch when done")
+        return 0
+    return _run_kinds(tuple(started), args, settings)
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -121,10 +162,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
         print(f"{kind}: items: {items}")
         print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
-        print(f"{kind}: snapshot v{s['snapshot_version']} with {s['vectors']} vectors; "
+        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}) with {s['vectors']} vectors; "
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
+        if s["reembed"]:
+            r = s["reembed"]
+            built = f"v{r['next_version']} with {r['next_vectors']} vectors" if r["next_version"] else "nothing yet"
+            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions): built "
+                  f"{built}; {r['waiting']} {kind} still to re-embed before search switches from v{r['serving_version']}")
         for batch_id, reason in s["stuck"].items():
             print(f"{kind}: batch {batch_id} {reason} (cancel it with `batches cancel {batch_id}`)")
+        for batch_id, reason in s["reaped"].items():
+            print(f"{kind}: batch {batch_id} {reason}")
         for key, error in s["failed"].items():
             print(f"{kind}: FAILED {key}: {error} (send back with `retry-failed --kind {kind}`)")
     print(f"total: {sum(s['prompt_tokens'] for s in status.values())} tokens, "
@@ -322,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
+    reembed = sub.add_parser(
+        "reembed", help="re-embed with the configured model into a new collection; search switches when it is complete")
+    reembed.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
+    reembed.add_argument("--no-run", action="store_true", help="only start it; leave the work to the sensors")
+    reembed.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up on pending items")
+    reembed.add_argument("--json", action="store_true")
+    reembed.set_defaults(func=cmd_reembed)
+
     retry = sub.add_parser("retry-failed", help="send FAILED items (dead letters) back to NONE")
     retry.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="all")
     retry.set_defaults(func=cmd_retry_failed)

@@ -10,6 +10,11 @@ only has to mark the items.
 Chroma `add` of new ids is ~8x faster than `upsert` of existing ones, so each
 chunk is split: new ids are added, ids holding another batch's vector are
 upserted, ids already holding this batch's vector are skipped.
+
+During a re-embed (see `rebuild`) the same steps write to the NEXT line, and
+after marking, the compactor switches search over once NEXT holds everything.
+A delta embedded with another model than the configured one (in flight when
+the re-embed started) is never merged: its items go back to NONE.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Any
 from .chroma_collections import iter_metadatas, persistent_collection
 from .deltas import read_delta, verify_delta
 from .formatting import item_keys_of_vector
-from .lease import Lease
+from .lease import Lease, compaction_lease
 from .models import BatchRecord, Stage, Status
 from .ports import ObjectStore, ReceiptStore
-from .snapshots import SnapshotStore
+from .rebuild import compaction_target, switch_if_complete
+from .snapshots import NEXT, SERVING, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,15 @@ class CompactionReport:
     version: int | None = None
     vectors: int = 0
     published: bool = False
+    line: str = SERVING
+    switched: bool = False
+    superseded: int = 0
     pruned: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _line_name(line: SnapshotStore) -> str:
+    return "re-embed (NEXT)" if line.line == NEXT else "serving"
 
 
 @dataclass
@@ -61,6 +74,7 @@ class Compactor:
     chunk_size: int = 5000
     delete_processed_deltas: bool = False
     work_dir: Path = Path(".data/tmp")
+    max_attempts: int = 3
 
     @property
     def kind(self) -> str:
@@ -69,10 +83,12 @@ class Compactor:
     def run(self, progress: Callable[[str], None] = log.info) -> CompactionReport:
         started = time.monotonic()
         report = CompactionReport(self.kind)
-        with Lease(self.store, f"chroma-{self.kind}-compaction", self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
+        with Lease(self.store, compaction_lease(self.kind), self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
+            target = compaction_target(self.snapshots, self.model, self.dimensions)
+            report.line = target.line
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
-            directory, pointer = self.snapshots.checkout()
+            directory, pointer = target.checkout()
             embedded: dict[str, list[str]] = {}
             with persistent_collection(directory, self.kind, self.model, self.dimensions) as collection:
                 for record in records:
@@ -80,23 +96,32 @@ class Compactor:
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
                 report.removed = self._remove_stale(collection, {k for keys in embedded.values() for k in keys})
                 vectors = collection.count()
-            version = (pointer.version if pointer else 0) + 1
-            if report.added or report.updated or report.removed or (pointer is None and records):
-                key, sha = self.snapshots.upload(directory, version)
+            unpublished = pointer is None or not pointer.published
+            if report.added or report.updated or report.removed or (unpublished and records):
+                version = self.snapshots.next_version()
+                key, sha = target.upload(directory, version)
                 lease.check()
-                pointer = self.snapshots.swap(version, key, sha, vectors)
+                pointer = target.swap(version, key, sha, vectors, self.model, self.dimensions)
                 report.published = True
-                progress(f"{self.kind}: published snapshot v{version} ({vectors} vectors, {report.removed} removed)")
-            if pointer is None:
+                progress(f"{self.kind}: published {_line_name(target)} snapshot v{version} "
+                         f"({vectors} vectors, {report.removed} removed)")
+            if pointer is None or not pointer.published:
                 report.seconds = time.monotonic() - started
                 return report
-            self.snapshots.mark_clean(pointer.version)
+            target.mark_clean(pointer.version)
             report.version, report.vectors = pointer.version, pointer.vectors
             for record in records:
                 report.items_marked += self.store.mark_success(self.kind, embedded[record.batch_id], record.batch_id)
                 self.store.update_batch(record.batch_id, stage=Stage.COMPACTED)
                 if self.delete_processed_deltas and record.delta_key:
                     self.objects.delete(record.delta_key)
+            if target.line == NEXT:
+                lease.check()
+                switched = switch_if_complete(self.store, self.snapshots)
+                report.switched = switched is not None
+                if switched:
+                    progress(f"{self.kind}: re-embed complete, search now answers from v{switched.version} "
+                             f"({switched.model}, {switched.vectors} vectors)")
             report.pruned = self.snapshots.prune()
         report.seconds = time.monotonic() - started
         return report
@@ -124,6 +149,11 @@ class Compactor:
             path = Path(tmp) / "delta.parquet"
             self.objects.download(record.delta_key, path)
             verify_delta(path, record.delta_sha256)
+            foreign = self._foreign_model(path)
+            if foreign:
+                self._supersede(path, record, foreign)
+                report.superseded += 1
+                return []
             for chunk in read_delta(path, self.chunk_size):
                 lease.check()
                 existing = collection.get(ids=chunk.ids, include=["metadatas"])
@@ -141,3 +171,20 @@ class Compactor:
                     keys.extend(item_keys_of_vector(vector_id, meta))
         return keys
 
+    def _foreign_model(self, path: Path) -> str | None:
+        """What the delta was embedded with, when that is not the configured model and size; else None."""
+        for chunk in read_delta(path, 1):
+            meta = chunk.metadatas[0] if chunk.metadatas else {}
+            if meta.get("model") != self.model or int(meta.get("dimensions") or 0) != int(self.dimensions or 0):
+                return f"{meta.get('model')} ({meta.get('dimensions')} dimensions)"
+            return None
+        return None
+
+    def _supersede(self, path: Path, record: BatchRecord, foreign: str) -> None:
+        """A delta of another model (embedded before a re-embed started) is not merged: its items go again."""
+        reason = f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions)"
+        keys = [key for chunk in read_delta(path, self.chunk_size)
+                for vector_id, meta in zip(chunk.ids, chunk.metadatas) for key in item_keys_of_vector(vector_id, meta)]
+        self.store.release(self.kind, keys, record.batch_id, reason, self.max_attempts + 1)
+        self.store.update_batch(record.batch_id, last_error=reason)
+        log.warning("%s: delta %s %s", self.kind, record.batch_id, reason)

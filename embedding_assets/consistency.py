@@ -1,6 +1,7 @@
 """The invariants the asset checks watch, computed without Dagster.
 
-SUCCESS <=> present in the latest snapshot: an item is present when a vector
+SUCCESS <=> present in the latest snapshot of the line being built (the
+serving one, or NEXT during a re-embed): an item is present when a vector
 stands for it (a line vector covers every line of its row).
 """
 
@@ -40,7 +41,17 @@ class Agreement:
         return self.missing_count == 0 and self.extra_count == 0
 
 
+def item_keys_in(snapshots: SnapshotStore) -> set[str]:
+    """Every item a line's latest published version holds a vector for."""
+    found = snapshots.read_copy()
+    if found is None:
+        return set()
+    with persistent_collection(found[0], snapshots.kind) as collection:
+        return {key for vector_id, meta in iter_metadatas(collection) for key in item_keys_of_vector(vector_id, meta or {})}
+
+
 def snapshot_agreement(store: ReceiptStore, snapshots: SnapshotStore) -> Agreement:
+    snapshots = snapshots.target()
     success = {item.key for item in store.items_with_status(snapshots.kind, Status.SUCCESS.value)}
     covered: set[str] = set()
     extra: list[str] = []

@@ -13,6 +13,11 @@ import uuid
 from .ports import ReceiptStore
 
 
+def compaction_lease(kind: str) -> str:
+    """The lease every writer of a kind's snapshot lines holds: compaction, and starting a re-embed."""
+    return f"chroma-{kind}-compaction"
+
+
 class LeaseHeld(RuntimeError):
     """Another owner holds the lease."""
 

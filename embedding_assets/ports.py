@@ -52,6 +52,9 @@ class ReceiptStore(Protocol):
     def retry_failed(self, kind: str) -> int:
         """FAILED -> NONE with attempts reset; returns how many."""
 
+    def requeue(self, kind: str, status: str, keys: Sequence[str]) -> int:
+        """`status` -> NONE with attempts reset for these keys (a re-embed sends SUCCESS items again); returns how many."""
+
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """Replace an item's text and send it back to NONE; False when the item does not exist."""
 
@@ -188,5 +191,9 @@ class BatchProvider(Protocol):
     def cancel(self, provider_batch_id: str) -> ProviderBatch:
         """Ask the provider to stop; a batch already finished comes back unchanged."""
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Synchronous embeddings (float32, one row per text), for search queries."""
+    def embed(self, texts: Sequence[str], model: str | None = None, dimensions: int | None = None) -> np.ndarray:
+        """Synchronous embeddings (float32, one row per text), for search queries.
+
+        `model`/`dimensions` default to the configured ones; search names the
+        serving collection's own, which differ while a re-embed runs.
+        """

@@ -34,6 +34,8 @@ class RunSummary:
     noise: int = 0
     timed_out: bool = False
     nothing_to_do: bool = False
+    model: str | None = None
+    reembed_waiting: bool = False
     runs: list[str] = field(default_factory=list)
 
 
@@ -54,6 +56,21 @@ def _execute(defs: Definitions, instance: DagsterInstance, job_name: str, summar
         errors = [str(e.event_specific_data.error.message).strip() for e in result.all_events
                   if e.is_step_failure and e.event_specific_data and e.event_specific_data.error]
         raise RunFailed(f"run {result.run_id} of {job_name} failed: {'; '.join(errors) or 'see the Dagster UI'}")
+
+
+def _compact(defs: Definitions, instance: DagsterInstance, kind_defs: KindDefinitions, runtime: Runtime,
+             summary: RunSummary, progress: Callable[[str], None]) -> None:
+    kind = kind_defs.kind
+    serving = runtime.snapshots(kind)
+    into = " into the re-embed (NEXT) collection" if serving.next_line().latest() is not None else ""
+    progress(f"[{kind}] compact{into}")
+    _execute(defs, instance, kind_defs.compaction_job.name, summary)
+    building, now = serving.next_line().latest(), serving.latest()
+    if building is not None and building.published:
+        progress(f"[{kind}] re-embed snapshot v{building.version} ({building.model}) published; search answers "
+                 f"from v{now.version} ({now.model}) until every {kind[:-1]} is re-embedded")
+    else:
+        progress(f"[{kind}] snapshot v{now.version if now else 0} ({now.model if now else None}) published")
 
 
 def run_kind(
@@ -85,10 +102,7 @@ def run_kind(
             _execute(defs, instance, kind_defs.ingest_job.name, summary, partition_key=record.batch_id)
             summary.deltas += 1
         if runtime.store.list_batches(kind, [Stage.DELTA_READY]):
-            progress(f"[{kind}] compact")
-            _execute(defs, instance, kind_defs.compaction_job.name, summary)
-            pointer = runtime.snapshots(kind).latest()
-            progress(f"[{kind}] snapshot v{pointer.version if pointer else 0} published")
+            _compact(defs, instance, kind_defs, runtime, summary, progress)
         counts = runtime.store.status_counts(kind)
         summary.pending = counts.get(Status.PENDING.value, 0)
         if summary.pending == 0:
@@ -98,8 +112,13 @@ def run_kind(
             break
         progress(f"[{kind}] waiting for {summary.pending} pending items")
         time.sleep(poll_seconds)
+    if not summary.timed_out and runtime.snapshots(kind).next_line().latest() is not None:
+        # Nothing was left to merge, but a re-embed may be complete (a deletion, or a crash before its switch).
+        _compact(defs, instance, kind_defs, runtime, summary, progress)
     pointer = runtime.snapshots(kind).latest()
     summary.snapshot_version = pointer.version if pointer else None
+    summary.model = pointer.model if pointer else None
+    summary.reembed_waiting = runtime.snapshots(kind).next_line().latest() is not None
     summary.vectors = pointer.vectors if pointer else 0
     summary.embedded = counts.get(Status.SUCCESS.value, 0) - before.get(Status.SUCCESS.value, 0)
     summary.failed = counts.get(Status.FAILED.value, 0)

@@ -2,7 +2,9 @@
 
 Search reads its own extracted copy of the pointer's version, never the
 compactor's working copy, so it answers while a compaction runs and always
-from a whole, published version.
+from a whole, published version. The query is embedded with the model and
+size recorded on that collection, so search keeps answering while a
+re-embed with another model is built beside it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .chroma_collections import check_model, persistent_collection
+from .chroma_collections import persistent_collection
 from .ports import BatchProvider
 from .snapshots import SnapshotStore
 
@@ -39,9 +41,9 @@ def search(snapshots: SnapshotStore, provider: BatchProvider, text: str, k: int 
     if found is None:
         raise NoSnapshot(f"no {snapshots.kind} snapshot published yet: run the pipeline first")
     directory, _ = found
-    query = provider.embed([text])
     with persistent_collection(directory, snapshots.kind) as collection:
-        check_model(collection, provider.model, provider.dimensions)
+        meta = collection.metadata or {}
+        query = provider.embed([text], meta.get("model"), int(meta.get("dimensions") or 0) or None)
         result = collection.query(
             query_embeddings=query, n_results=k, where={"merchant_name": merchant} if merchant else None,
             include=["metadatas", "documents", "distances"],

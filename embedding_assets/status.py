@@ -9,6 +9,7 @@ from typing import Any
 from .models import PROVIDER_LIVE, BatchRecord, Stage, Status
 from .pipeline import STUCK
 from .ports import ReceiptStore
+from .rebuild import reembed_progress
 from .snapshots import SnapshotStore
 
 DEAD_LETTER_SAMPLE = 20
@@ -34,11 +35,13 @@ def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]
         "batches": dict(Counter(b.stage.value for b in batches)),
         "deltas_waiting": sum(b.stage == Stage.DELTA_READY for b in batches),
         "snapshot_version": pointer.version if pointer else None,
+        "model": pointer.model if pointer else None,
         "vectors": pointer.vectors if pointer else 0,
         "prompt_tokens": sum(b.prompt_tokens for b in batches),
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),
         "stuck": stuck_batches(batches),
         "reaped": reaped_batches(batches),
+        "reembed": reembed_progress(store, snapshots),
         # Dead letters: items past the attempt limit, with the provider's last word on them.
         "failed": {item.key: item.last_error
                    for item in islice(store.items_with_status(snapshots.kind, Status.FAILED.value), DEAD_LETTER_SAMPLE)},

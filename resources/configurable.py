@@ -16,6 +16,7 @@ from embedding_assets.config import Settings
 from embedding_assets.pipeline import Pipeline
 from embedding_assets.ports import BatchProvider, ObjectStore, ReceiptStore
 from embedding_assets.pricing import PRICE_PER_MTOK
+from embedding_assets.rebuild import ReembedStart, start_reembed
 from embedding_assets.snapshots import SnapshotStore
 
 
@@ -198,11 +199,17 @@ class Runtime:
     def snapshots(self, kind: str) -> SnapshotStore:
         return self.config[3].snapshots(self.objects, kind)
 
+    def start_reembed(self, kind: str) -> ReembedStart:
+        """Open (or resume) a re-embed of `kind` with the configured model; see `embedding_assets.rebuild`."""
+        lock = self.config[4]
+        return start_reembed(self.store, self.snapshots(kind), self.provider.model, self.provider.dimensions,
+                             lock.ttl_seconds, lock.heartbeat_interval_seconds)
+
     def compactor(self, kind: str) -> Compactor:
         _, object_store, _, chroma, lock = self.config
         return Compactor(
             self.store, self.objects, self.snapshots(kind), self.provider.model, self.provider.dimensions,
             lock_ttl_seconds=lock.ttl_seconds, heartbeat_seconds=lock.heartbeat_interval_seconds,
             chunk_size=chroma.chunk_size, delete_processed_deltas=object_store.delete_processed_deltas,
-            work_dir=Path(object_store.scratch_dir),
+            work_dir=Path(object_store.scratch_dir), max_attempts=self.pipeline.max_attempts,
         )

@@ -857,6 +857,18 @@ class DynamoReceiptStore:
 
         return sum(done for done, _ in self._transition(kind, failed, build).values())
 
+    def requeue(self, kind: str, status: str, keys: Sequence[str]) -> int:
+        """`status` -> NONE with attempts reset, for these keys only; a re-embed sends SUCCESS items again."""
+        check_kind(kind)
+        wanted = Status(status)
+
+        def build(key: str, e: _Expression) -> dict[str, Any]:
+            return self._status_update(kind, key, Status.NONE, e, e.status_is(wanted),
+                                       removes=[e.n(name) for name in ("embedding_attempts", "embedding_batch_id",
+                                                                         "embedding_error")])
+
+        return sum(done for done, _ in self._transition(kind, keys, build).values())
+
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
         check_kind(kind)

@@ -246,19 +246,22 @@ class LocalBatchProvider:
                 self._save(state)
             return _provider_batch(state)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], model: str | None = None, dimensions: int | None = None) -> np.ndarray:
+        if model not in (None, self.model):
+            raise ValueError(f"The model {model!r} is not served here; use {self.model!r}.")
+        size = self.dimensions if dimensions is None else _check_dimensions(dimensions)
         texts = list(texts)
         for text in texts:
             if not isinstance(text, str) or not text:
                 raise ValueError("embed() takes non-empty strings only")
         if not texts:
-            return np.empty((0, self.dimensions), dtype=np.float32)
-        model = load_model()
-        token_ids = model.token_ids(texts)
+            return np.empty((0, size), dtype=np.float32)
+        loaded = load_model()
+        token_ids = loaded.token_ids(texts)
         longest = max(len(ids) for ids in token_ids)
         if longest > self.max_input_tokens:
             raise ValueError(f"an input has {longest} tokens; the limit is {self.max_input_tokens}")
-        return _truncate(model.pool(token_ids), self.dimensions)
+        return _truncate(loaded.pool(token_ids), size)
 
     def _process(self, state: dict[str, Any]) -> None:
         """Validate the input file, then answer every request; updates `state` in place and saves it."""

@@ -214,21 +214,25 @@ class OpenAIBatchProvider:
             raise _Incomplete(f"got {size} of {expected} bytes")
 
     # ---------------------------------------------------------------- sync
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], model: str | None = None, dimensions: int | None = None) -> np.ndarray:
+        model = model or self.model
+        size = openai_models.resolve_dimensions(model, dimensions if dimensions is not None else
+                                                (self.dimensions if model == self.model else None))
         texts = list(texts)
         if not all(isinstance(t, str) and t for t in texts):
             raise ValueError("embed() takes non-empty strings only")
-        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        extra: dict[str, Any] = {"dimensions": self.request_dimensions} if self.request_dimensions else {}
+        out = np.empty((len(texts), size), dtype=np.float32)
+        named = openai_models.request_dimensions(model, size)
+        extra: dict[str, Any] = {"dimensions": named} if named else {}
         for start in range(0, len(texts), MAX_INPUTS_PER_REQUEST):
             chunk = texts[start:start + MAX_INPUTS_PER_REQUEST]
-            response = self._client.embeddings.create(model=self.model, input=chunk, **extra)
+            response = self._client.embeddings.create(model=model, input=chunk, **extra)
             if len(response.data) != len(chunk):
                 raise ValueError(f"asked for {len(chunk)} embeddings, got {len(response.data)}")
             for item in response.data:
                 vector = np.asarray(item.embedding, dtype=np.float32)
-                if vector.shape != (self.dimensions,):
-                    raise ValueError(f"embedding has {vector.size} dimensions, expected {self.dimensions}")
+                if vector.shape != (size,):
+                    raise ValueError(f"embedding has {vector.size} dimensions, expected {size}")
                 out[start + item.index] = vector
         return out
 

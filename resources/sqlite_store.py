@@ -455,6 +455,18 @@ class SqliteReceiptStore:
             )
             return max(cursor.rowcount, 0)
 
+    def requeue(self, kind: str, status: str, keys: Sequence[str]) -> int:
+        """`status` -> NONE with attempts reset, for these keys only; a re-embed sends SUCCESS items again."""
+        check_kind(kind)
+        now = _now_iso()
+        with self._write() as conn:
+            cursor = conn.executemany(
+                "UPDATE items SET status = 'NONE', attempts = 0, batch_id = NULL, last_error = NULL, updated_at = ?"
+                " WHERE key = ? AND kind = ? AND status = ?",
+                [(now, key, kind, Status(status).value) for key in keys],
+            )
+            return max(cursor.rowcount, 0)
+
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
         check_kind(kind)

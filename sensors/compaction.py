@@ -1,7 +1,10 @@
 """Starts compaction when deltas wait and no compaction of the kind is in flight.
 
 The lease in the compactor already makes a second compaction give way; this
-check just avoids queueing runs that would only wait for it.
+check just avoids queueing runs that would only wait for it. While a
+re-embed runs, it also asks once per NEXT version for a compaction with no
+deltas, which switches search over if nothing is left to re-embed (the last
+waiting items were deleted, or a crash came between marking and switching).
 """
 
 
@@ -22,12 +25,16 @@ def compaction_sensor(defs: KindDefinitions):
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource):
-        waiting = embedding.receipt_store.open().list_batches(kind, [Stage.DELTA_READY])
-        if not waiting:
+        runtime = embedding.open()
+        waiting = runtime.store.list_batches(kind, [Stage.DELTA_READY])
+        building = runtime.snapshots(kind).next_line().latest()
+        if not waiting and building is None:
             return SkipReason("no deltas waiting")
         running = context.instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
         if running:
             return SkipReason(f"compaction run {running[0].run_id} still in flight")
-        return RunRequest(tags={"deltas": str(len(waiting))})
+        if waiting:
+            return RunRequest(tags={"deltas": str(len(waiting))})
+        return RunRequest(run_key=f"reembed-switch-check-v{building.version}", tags={"reembed": "switch-check"})
 
     return _sensor

@@ -54,6 +54,8 @@ def main(step: str, kind: str, target: str, when: str, arg: str | None = None) -
         runtime.pipeline.ingest(arg)
     elif step == "compact":
         runtime.compactor(kind).run()
+    elif step == "reembed":
+        runtime.start_reembed(kind)
     else:
         raise SystemExit(f"unknown step {step}")
 

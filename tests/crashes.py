@@ -23,8 +23,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "heartbeat_interval_seconds": "HEARTBEAT_INTERVAL_SECONDS", "dynamodb_table": "DYNAMODB_TABLE_NAME",
         "s3_bucket": "S3_BUCKET", "chromadb_bucket": "CHROMADB_BUCKET", "aws_endpoint_url": "AWS_ENDPOINT_URL",
         "chroma_persist_directory": "CHROMA_PERSIST_DIRECTORY", "max_attempts": "MAX_ATTEMPTS",
+        "dimensions": "EMBEDDING_DIMENSIONS", "model": "EMBEDDING_MODEL",
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMODB_", "S3_", "CHROMA"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMODB_", "S3_", "CHROMA", "EMBEDDING_"))}
     for field in fields(settings):
         value = getattr(settings, field.name)
         if field.name in names and value is not None:

@@ -1,0 +1,246 @@
+"""Re-embedding with another model: built beside the serving collection, switched to when complete.
+
+The local model changes size here (256 -> 128 dimensions), which is a model
+change as far as the collection is concerned: the two sets of vectors must
+never mix, and search must keep answering from the old one until the switch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from embedding_assets.chroma_collections import ModelMismatch, persistent_collection
+from embedding_assets.config import Settings
+from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.models import Stage, Status
+from embedding_assets.rebuild import NothingToReembed
+from embedding_assets.search import search
+from embedding_assets.snapshots import NEXT
+from embedding_assets.status import kind_status
+from resources.configurable import Runtime
+from resources.local_provider import MODEL as LOCAL_MODEL
+
+from .conftest import BACKENDS, base_env
+from .crashes import drive, kill_during
+
+KIND = "lines"
+OLD, NEW = 256, 128
+
+
+def _resized(settings: Settings, dimensions: int) -> Settings:
+    """The same deployment, configured for another vector size."""
+    return replace(settings, dimensions=dimensions)
+
+
+def _with_dimensions(settings: Settings, dimensions: int) -> Runtime:
+    return Runtime.from_settings(_resized(settings, dimensions))
+
+
+def _collection_dimensions(runtime: Runtime) -> tuple[int, set[int]]:
+    """The size recorded on the serving collection, and the sizes of the vectors in it."""
+    directory, _ = runtime.snapshots(KIND).read_copy()
+    with persistent_collection(directory, KIND) as collection:
+        got = collection.get(include=["embeddings"])
+        return int(collection.metadata["dimensions"]), {len(v) for v in got["embeddings"]}
+
+
+def _hits(runtime: Runtime) -> list[tuple[str, float]]:
+    return [(h.id, round(h.distance, 5)) for h in search(runtime.snapshots(KIND), runtime.provider, "TOTAL", k=5)]
+
+
+def _step(runtime: Runtime, max_items: int) -> None:
+    """One small round: a few items embedded and merged, so the re-embed is part done."""
+    runtime.pipeline.prepare(KIND, max_items, progress=lambda _: None)
+    runtime.pipeline.submit(KIND, progress=lambda _: None)
+    finished, _ = runtime.pipeline.poll(KIND, 1000)
+    for record in finished:
+        runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+    runtime.compactor(KIND).run()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def embedded_at_old_size(request, tmp_path, demo_receipts) -> Settings:
+    settings = Settings.from_env(BACKENDS[request.param](tmp_path, request) | {"EMBEDDING_DIMENSIONS": str(OLD)})
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, KIND)
+    return settings
+
+
+def test_reembed_builds_beside_the_old_collection_and_switches_when_complete(embedded_at_old_size):
+    old = Runtime.from_settings(embedded_at_old_size)
+    before = _hits(old)
+    success = old.store.status_counts(KIND)[Status.SUCCESS.value]
+    new = _with_dimensions(embedded_at_old_size, NEW)
+    with pytest.raises(ModelMismatch, match=f"reembed --kind {KIND}"):
+        new.compactor(KIND).run()
+
+    start = new.start_reembed(KIND)
+
+    assert (start.requeued, start.resumed, start.serving_dimensions) == (success, False, OLD)
+    assert new.store.status_counts(KIND).get(Status.SUCCESS.value, 0) == 0
+    assert _hits(new) == before, "search answers from the old collection, with its own model"
+    _step(new, max_items=10)
+    progress = kind_status(new.store, new.snapshots(KIND))["reembed"]
+    assert progress["to_dimensions"] == NEW and progress["next_version"] == 2 and progress["waiting"] > 0
+    assert new.snapshots(KIND).latest().version == 1 and _hits(new) == before
+    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok, "SUCCESS matches the collection being built"
+
+    drive(new, KIND)
+
+    serving = new.snapshots(KIND).latest()
+    assert serving.dimensions == NEW and serving.version > 2
+    assert new.snapshots(KIND).next_line().latest() is None
+    assert _collection_dimensions(new) == (NEW, {NEW})
+    assert new.store.status_counts(KIND)[Status.SUCCESS.value] == success
+    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+    hits = search(new.snapshots(KIND), new.provider, "TOTAL", k=5)
+    assert hits and {h.metadata["dimensions"] for h in hits} == {NEW}
+    with pytest.raises(NothingToReembed):
+        new.start_reembed(KIND)
+    with pytest.raises(ModelMismatch):
+        old.compactor(KIND).run()  # the old size is now the one that does not fit
+
+
+def test_a_batch_of_the_old_model_in_flight_at_the_start_is_not_merged(settings, demo_receipts):
+    old = Runtime.from_settings(settings)
+    old.store.put_receipts(demo_receipts)
+    drive(old, KIND)
+    edited = next(old.store.items_with_status(KIND, Status.SUCCESS.value))
+    old.store.set_text(KIND, edited.key, "EDITED TOTAL")
+    old.pipeline.prepare(KIND, 10_000, progress=lambda _: None)
+    old.pipeline.submit(KIND, progress=lambda _: None)
+    for record in old.pipeline.poll(KIND, 100)[0]:
+        old.pipeline.ingest(record.batch_id, progress=lambda _: None)
+    (in_flight,) = old.store.list_batches(KIND, [Stage.DELTA_READY])
+    new = _with_dimensions(settings, NEW)
+    new.start_reembed(KIND)
+
+    report = new.compactor(KIND).run()
+
+    assert report.superseded == 1 and report.line == NEXT
+    assert new.store.get_batch(in_flight.batch_id).last_error.startswith("superseded: embedded with")
+    drive(new, KIND)
+    assert _collection_dimensions(new) == (NEW, {NEW})
+    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+    directory, _ = new.snapshots(KIND).read_copy()
+    with persistent_collection(directory, KIND) as collection:
+        assert collection.get(ids=[edited.key], include=["documents"])["documents"][0] is not None
+
+
+def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_again(tmp_path, demo_receipts):
+    settings = Settings.from_env(base_env(tmp_path) | {"LOCK_DURATION_MINUTES": str(3 / 60),
+                                                       "HEARTBEAT_INTERVAL_SECONDS": "1"})
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, KIND)
+    success = runtime.store.status_counts(KIND)[Status.SUCCESS.value]
+    new = _with_dimensions(settings, NEW)
+    store_cls = type(runtime.store)
+
+    kill_during(_resized(settings, NEW), "reembed", KIND, f"{store_cls.__module__}:{store_cls.__name__}.requeue")
+
+    assert new.snapshots(KIND).next_line().latest() is not None
+    assert new.store.status_counts(KIND)[Status.SUCCESS.value] == success
+    time.sleep(3.5)  # the dead child's lease runs out
+    start = new.start_reembed(KIND)
+    assert start.resumed and start.requeued == success
+    drive(new, KIND)
+    assert new.snapshots(KIND).latest().dimensions == NEW
+    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+
+
+def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_compaction(tmp_path, demo_receipts):
+    settings = Settings.from_env(base_env(tmp_path) | {"LOCK_DURATION_MINUTES": str(3 / 60),
+                                                       "HEARTBEAT_INTERVAL_SECONDS": "1"})
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, KIND)
+    new = _with_dimensions(settings, NEW)
+    new.start_reembed(KIND)
+    new.pipeline.prepare(KIND, 10_000_000, progress=lambda _: None)
+    new.pipeline.submit(KIND, progress=lambda _: None)
+    for record in new.pipeline.poll(KIND, 1000)[0]:
+        new.pipeline.ingest(record.batch_id, progress=lambda _: None)
+
+    kill_during(_resized(settings, NEW), "compact", KIND, "embedding_assets.snapshots:SnapshotStore.clear")
+
+    serving, building = new.snapshots(KIND).latest(), new.snapshots(KIND).next_line().latest()
+    assert serving == building and serving.dimensions == NEW, "switched, NEXT not yet cleared"
+    time.sleep(3.5)
+    report = new.compactor(KIND).run()
+    assert report.line != NEXT and new.snapshots(KIND).next_line().latest() is None
+    assert new.store.status_counts(KIND).get(Status.PENDING.value, 0) == 0
+    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+
+
+def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_path, monkeypatch, capsys):
+    from embedding_assets import cli
+
+    env = base_env(tmp_path) | {"DAGSTER_HOME": str(tmp_path / "dagster"), "EMBEDDING_DIMENSIONS": str(OLD)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "seed", "--receipts", "4"]) == 0
+    assert cli.main(["reembed", "--kind", "lines"]) == 0
+    assert "nothing to re-embed" in capsys.readouterr().out
+    assert cli.main(["run", "--kind", "lines"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("EMBEDDING_DIMENSIONS", str(NEW))
+
+    assert cli.main(["reembed", "--kind", "lines", "--no-run"]) == 0
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "re-embedding with" in out and f"lines: re-embedding with {LOCAL_MODEL} ({NEW} dimensions)" in out
+    assert cli.main(["reembed", "--kind", "lines"]) == 0  # resumes, then runs it to the switch
+
+    out = capsys.readouterr().out
+    assert "resuming the re-embed" in out and "re-embed is not complete" not in out
+    assert cli.main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["lines"]
+    assert status["reembed"] is None and status["snapshot_version"] >= 2
+    runtime = Runtime.from_settings(Settings.from_env())
+    assert runtime.snapshots(KIND).latest().dimensions == NEW
+    assert snapshot_agreement(runtime.store, runtime.snapshots(KIND)).ok
+
+
+def test_the_compaction_sensor_asks_once_per_version_whether_a_reembed_can_switch(settings, instance, demo_receipts):
+    from dagster import SkipReason, build_sensor_context
+
+    from embedding_assets.definitions import KIND_DEFS, build_definitions
+    from sensors.compaction import compaction_sensor
+
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts)
+    drive(runtime, KIND)
+    resized = _resized(settings, NEW)
+    Runtime.from_settings(resized).start_reembed(KIND)
+    defs = build_definitions(resized)
+    sensor = compaction_sensor(KIND_DEFS[KIND])
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        request = sensor(context)
+    assert not isinstance(request, SkipReason) and request.run_key == "reembed-switch-check-v0"
+
+
+def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_receipts):
+    old = Runtime.from_settings(settings)
+    old.store.put_receipts(demo_receipts)
+    drive(old, KIND)
+    success = old.store.status_counts(KIND)[Status.SUCCESS.value]
+    new = _with_dimensions(settings, NEW)
+    new.start_reembed(KIND)
+    _step(new, max_items=10)
+    with pytest.raises(ModelMismatch, match="a re-embed to"):
+        old.compactor(KIND).run()
+
+    start = old.start_reembed(KIND)
+
+    assert start.abandoned and old.snapshots(KIND).next_line().latest() is None
+    drive(old, KIND)
+    assert old.snapshots(KIND).latest().dimensions == OLD
+    assert _collection_dimensions(old) == (OLD, {OLD})
+    assert old.store.status_counts(KIND)[Status.SUCCESS.value] == success
+    assert snapshot_agreement(old.store, old.snapshots(KIND)).ok
