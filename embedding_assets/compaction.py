@@ -94,7 +94,7 @@ class Compactor:
                 for record in records:
                     embedded[record.batch_id] = self._apply(collection, record, report, lease)
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
-                report.removed = self._remove_stale(collection, {k for keys in embedded.values() for k in keys})
+                report.removed = self._remove_stale(collection, self._still_owned(embedded))
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
             if report.added or report.updated or report.removed or (unpublished and records):
@@ -125,6 +125,16 @@ class Compactor:
             report.pruned = self.snapshots.prune()
         report.seconds = time.monotonic() - started
         return report
+
+    def _still_owned(self, embedded: dict[str, list[str]]) -> set[str]:
+        """Keys about to be marked: those still PENDING for the batch whose delta was merged.
+
+        An item whose text changed while its batch was out is NONE again; its
+        fresh vector is for the old text, so it must go with the stale ones
+        rather than sit in the snapshot beside a non-SUCCESS item.
+        """
+        owner = {item.key: item.batch_id for item in self.store.items_with_status(self.kind, Status.PENDING.value)}
+        return {key for batch_id, keys in embedded.items() for key in keys if owner.get(key) == batch_id}
 
     def _remove_stale(self, collection: Any, being_marked: set[str]) -> int:
         """Delete vectors that stand for no embedded item any more (deleted, or text changed and not yet re-embedded).

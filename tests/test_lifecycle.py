@@ -55,3 +55,23 @@ def test_failed_items_are_listed_with_their_error_and_can_be_retried(runtime, de
     assert len(failed) == len(keys) and {f.last_error for f in failed} == {"provider said no"}
     assert runtime.store.retry_failed("lines") == len(keys)
     assert runtime.store.status_counts("lines") == {Status.NONE.value: len(keys)}
+
+
+def test_a_text_change_while_its_batch_is_out_never_leaves_the_old_texts_vector(runtime, demo_receipts):
+    runtime.store.put_receipts(demo_receipts[:2])
+    runtime.pipeline.prepare("words", 10_000, progress=lambda _: None)
+    runtime.pipeline.submit("words", progress=lambda _: None)
+    for record in runtime.pipeline.poll("words", 100)[0]:
+        runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+    word = next(runtime.store.items_with_status("words", Status.PENDING.value))
+    assert runtime.store.set_text("words", word.key, "CHANGED")
+
+    runtime.compactor("words").run()
+
+    assert word.key not in _vector_ids(runtime, "words")
+    assert runtime.store.status_counts("words")[Status.NONE.value] == 1
+    assert snapshot_agreement(runtime.store, runtime.snapshots("words")).ok
+    drive(runtime, "words")
+    directory, _ = runtime.snapshots("words").read_copy()
+    with persistent_collection(directory, "words") as collection:
+        assert collection.get(ids=[word.key], include=["metadatas"])["metadatas"][0]["text"] == "CHANGED"
