@@ -29,6 +29,7 @@ from .crashes import drive, kill_during
 
 KIND = "lines"
 OLD, NEW = 256, 128
+LEASE_SECONDS = 3
 
 
 def _resized(settings: Settings, dimensions: int) -> Settings:
@@ -132,12 +133,20 @@ def test_a_batch_of_the_old_model_in_flight_at_the_start_is_not_merged(settings,
         assert collection.get(ids=[edited.key], include=["documents"])["documents"][0] is not None
 
 
-def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_again(tmp_path, demo_receipts):
-    settings = Settings.from_env(base_env(tmp_path) | {"LOCK_DURATION_MINUTES": str(3 / 60),
+@pytest.fixture
+def embedded_with_short_lease(tmp_path, demo_receipts) -> Settings:
+    """Everything embedded at the old size, with a lease a killed child's successor can wait out."""
+    settings = Settings.from_env(base_env(tmp_path) | {"LOCK_DURATION_MINUTES": str(LEASE_SECONDS / 60),
                                                        "HEARTBEAT_INTERVAL_SECONDS": "1"})
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(demo_receipts)
     drive(runtime, KIND)
+    return settings
+
+
+def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_again(embedded_with_short_lease):
+    settings = embedded_with_short_lease
+    runtime = Runtime.from_settings(settings)
     success = runtime.store.status_counts(KIND)[Status.SUCCESS.value]
     new = _with_dimensions(settings, NEW)
     store_cls = type(runtime.store)
@@ -146,7 +155,7 @@ def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_
 
     assert new.snapshots(KIND).next_line().latest() is not None
     assert new.store.status_counts(KIND)[Status.SUCCESS.value] == success
-    time.sleep(3.5)  # the dead child's lease runs out
+    time.sleep(LEASE_SECONDS + 0.5)  # the dead child's lease runs out
     start = new.start_reembed(KIND)
     assert start.resumed and start.requeued == success
     drive(new, KIND)
@@ -154,12 +163,8 @@ def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_
     assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
 
 
-def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_compaction(tmp_path, demo_receipts):
-    settings = Settings.from_env(base_env(tmp_path) | {"LOCK_DURATION_MINUTES": str(3 / 60),
-                                                       "HEARTBEAT_INTERVAL_SECONDS": "1"})
-    runtime = Runtime.from_settings(settings)
-    runtime.store.put_receipts(demo_receipts)
-    drive(runtime, KIND)
+def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_compaction(embedded_with_short_lease):
+    settings = embedded_with_short_lease
     new = _with_dimensions(settings, NEW)
     new.start_reembed(KIND)
     new.pipeline.prepare(KIND, 10_000_000, progress=lambda _: None)
@@ -171,7 +176,7 @@ def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_com
 
     serving, building = new.snapshots(KIND).latest(), new.snapshots(KIND).next_line().latest()
     assert serving == building and serving.dimensions == NEW, "switched, NEXT not yet cleared"
-    time.sleep(3.5)
+    time.sleep(LEASE_SECONDS + 0.5)
     report = new.compactor(KIND).run()
     assert report.line != NEXT and new.snapshots(KIND).next_line().latest() is None
     assert new.store.status_counts(KIND).get(Status.PENDING.value, 0) == 0
