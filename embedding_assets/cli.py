@@ -65,6 +65,7 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
     from dagster import DagsterInstance
 
     from .api import open_runtime
+    from .chroma_collections import ModelMismatch
     from .definitions import KIND_DEFS, build_definitions
     from .runner import RunFailed, run_kind
 
@@ -79,6 +80,9 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
             except RunFailed as exc:
                 print(f"[{kind}] {exc}", file=sys.stderr)
                 return 1
+            except ModelMismatch as exc:
+                print(exc, file=sys.stderr)
+                return 2
             summaries.append(summary)
     if args.json:
         _json([asdict(s) for s in summaries])
@@ -88,11 +92,11 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
                   f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
         else:
             print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
-                  f"v{s.snapshot_version} ({s.model}) with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, "
+                  f"v{s.snapshot_version} ({s.vectors_of}) with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, "
                   f"{s.seconds}s")
         if s.reembed_waiting:
             print(f"[{s.kind}] the re-embed is not complete yet: search answers from v{s.snapshot_version} "
-                  f"({s.model}) until it is; `status` says what it waits for")
+                  f"({s.vectors_of}) until it is; `status` says what it waits for")
         if s.timed_out:
             print(f"[{s.kind}] timed out with {s.pending} items still PENDING", file=sys.stderr)
     return 3 if any(s.timed_out for s in summaries) else 0
@@ -112,7 +116,7 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             print(f"[{kind}] nothing to re-embed: {exc}")
             continue
         except ModelMismatch as exc:
-            print(f"[{kind}] {exc}", file=sys.stderr)
+            print(exc, file=sys.stderr)
             return 2
         if start.abandoned:
             print(f"[{kind}] abandoned the re-embed to {start.abandoned}; search stays on {start.model}: "
@@ -121,7 +125,7 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             continue
         verb = "resuming the re-embed" if start.resumed else "re-embedding"
         print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions) beside the serving "
-              f"{start.serving_model} ({start.serving_dimensions or 'native'}): {start.requeued} {kind} sent again; "
+              f"{start.serving_model} ({start.serving_dimensions or 'native'} dimensions): {start.requeued} {kind} sent again; "
               f"search answers from the old collection until the new one holds every {kind[:-1]}")
         started.append(kind)
     if args.no_run or not started:
@@ -162,7 +166,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
         print(f"{kind}: items: {items}")
         print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
-        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}) with {s['vectors']} vectors; "
+        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions) with {s['vectors']} vectors; "
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
         if s["reembed"]:
             r = s["reembed"]

@@ -121,7 +121,7 @@ class Compactor:
                 report.switched = switched is not None
                 if switched:
                     progress(f"{self.kind}: re-embed complete, search now answers from v{switched.version} "
-                             f"({switched.model}, {switched.vectors} vectors)")
+                             f"({switched.vectors_of}, {switched.vectors} vectors)")
             report.pruned = self.snapshots.prune()
         report.seconds = time.monotonic() - started
         return report

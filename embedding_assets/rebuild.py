@@ -123,12 +123,27 @@ def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None
     if current is not None and pending.published and current.version == pending.version:
         nxt.clear()  # a switch crashed after rewriting the serving pointer
         return serving
-    if _same((pending.model, pending.dimensions), (model, dimensions)):
-        return nxt
-    raise ModelMismatch(
-        f"{serving.kind}: a re-embed to {pending.model} ({pending.dimensions} dimensions) is under way but the "
-        f"configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to finish it, "
-        f"or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead")
+    problem = configuration_problem(serving, model, dimensions)
+    if problem:
+        raise ModelMismatch(problem)
+    return nxt
+
+
+def configuration_problem(serving: SnapshotStore, model: str, dimensions: int | None) -> str | None:
+    """Why compaction with this model could not merge into the kind's collections, or None when it can."""
+    building, current = serving.next_line().latest(), serving.latest()
+    if building is not None and not (building.published and current and building.version == current.version):
+        if _same((building.model, building.dimensions), (model, dimensions)):
+            return None
+        return (f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
+                f"the configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to "
+                f"finish it, or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead")
+    held = serving_model(serving)
+    if held is None or _same(held, (model, dimensions)):
+        return None
+    return (f"{serving.kind}: the collection holds {held[0]} vectors of {held[1]} dimensions but the configuration "
+            f"asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, or run "
+            f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it")
 
 
 def waiting_for(store: ReceiptStore, serving: SnapshotStore) -> int:

@@ -17,7 +17,9 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from resources.configurable import Runtime
 
 from .factory import KindDefinitions
+from .chroma_collections import ModelMismatch
 from .models import Stage, Status
+from .rebuild import configuration_problem
 
 
 @dataclass
@@ -34,7 +36,7 @@ class RunSummary:
     noise: int = 0
     timed_out: bool = False
     nothing_to_do: bool = False
-    model: str | None = None
+    vectors_of: str | None = None
     reembed_waiting: bool = False
     runs: list[str] = field(default_factory=list)
 
@@ -67,10 +69,10 @@ def _compact(defs: Definitions, instance: DagsterInstance, kind_defs: KindDefini
     _execute(defs, instance, kind_defs.compaction_job.name, summary)
     building, now = serving.next_line().latest(), serving.latest()
     if building is not None and building.published:
-        progress(f"[{kind}] re-embed snapshot v{building.version} ({building.model}) published; search answers "
-                 f"from v{now.version} ({now.model}) until every {kind[:-1]} is re-embedded")
+        progress(f"[{kind}] re-embed snapshot v{building.version} ({building.vectors_of}) published; search answers "
+                 f"from v{now.version} ({now.vectors_of}) until every {kind[:-1]} is re-embedded")
     else:
-        progress(f"[{kind}] snapshot v{now.version if now else 0} ({now.model if now else None}) published")
+        progress(f"[{kind}] snapshot v{now.version} ({now.vectors_of}) published" if now else f"[{kind}] nothing published")
 
 
 def run_kind(
@@ -80,6 +82,9 @@ def run_kind(
     kind = kind_defs.kind
     started = time.monotonic()
     summary = RunSummary(kind)
+    problem = configuration_problem(runtime.snapshots(kind), runtime.provider.model, runtime.provider.dimensions)
+    if problem:
+        raise ModelMismatch(problem)  # before anything is sent: compaction could not merge what it brings back
     before = runtime.store.status_counts(kind)
     progress(f"[{kind}] create batches")
     _execute(defs, instance, kind_defs.create_job.name, summary)
@@ -117,7 +122,7 @@ def run_kind(
         _compact(defs, instance, kind_defs, runtime, summary, progress)
     pointer = runtime.snapshots(kind).latest()
     summary.snapshot_version = pointer.version if pointer else None
-    summary.model = pointer.model if pointer else None
+    summary.vectors_of = pointer.vectors_of if pointer else None
     summary.reembed_waiting = runtime.snapshots(kind).next_line().latest() is not None
     summary.vectors = pointer.vectors if pointer else 0
     summary.embedded = counts.get(Status.SUCCESS.value, 0) - before.get(Status.SUCCESS.value, 0)

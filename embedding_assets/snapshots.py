@@ -58,6 +58,11 @@ class Pointer:
     def published(self) -> bool:
         return bool(self.key)
 
+    @property
+    def vectors_of(self) -> str:
+        """What the version's vectors are, for messages: the model alone does not say the size."""
+        return f"{self.model}, {self.dimensions} dimensions" if self.model else "model not recorded"
+
     @classmethod
     def unpublished(cls, model: str, dimensions: int | None) -> Pointer:
         """A NEXT line opened for `model` before anything is merged into it."""

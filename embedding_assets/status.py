@@ -36,6 +36,7 @@ def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]
         "deltas_waiting": sum(b.stage == Stage.DELTA_READY for b in batches),
         "snapshot_version": pointer.version if pointer else None,
         "model": pointer.model if pointer else None,
+        "dimensions": pointer.dimensions if pointer else None,
         "vectors": pointer.vectors if pointer else 0,
         "prompt_tokens": sum(b.prompt_tokens for b in batches),
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),

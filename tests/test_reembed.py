@@ -249,3 +249,23 @@ def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_re
     assert _collection_dimensions(old) == (OLD, {OLD})
     assert old.store.status_counts(KIND)[Status.SUCCESS.value] == success
     assert snapshot_agreement(old.store, old.snapshots(KIND)).ok
+
+
+def test_run_refuses_a_model_the_collection_does_not_hold_before_sending_anything(tmp_path, monkeypatch, capsys):
+    from embedding_assets import cli
+
+    for name, value in (base_env(tmp_path) | {"DAGSTER_HOME": str(tmp_path / "dagster")}).items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "seed", "--receipts", "2"]) == 0
+    assert cli.main(["run", "--kind", "lines"]) == 0
+    runtime = Runtime.from_settings(Settings.from_env())
+    edited = next(runtime.store.items_with_status(KIND, Status.SUCCESS.value))
+    runtime.store.set_text(KIND, edited.key, "EDITED")
+    capsys.readouterr()
+    monkeypatch.setenv("EMBEDDING_DIMENSIONS", str(NEW))
+
+    assert cli.main(["run", "--kind", "lines"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"holds {LOCAL_MODEL} vectors of {OLD} dimensions" in err and "reembed --kind lines" in err
+    assert runtime.store.status_counts(KIND)[Status.NONE.value] == 1, "nothing was claimed or sent"
