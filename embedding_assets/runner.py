@@ -16,8 +16,8 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from resources.configurable import Runtime
 
-from .factory import KindDefinitions
 from .chroma_collections import ModelMismatch
+from .factory import KindDefinitions
 from .models import Stage, Status
 from .rebuild import configuration_problem
 
