@@ -431,7 +431,7 @@ class Pipeline:
     def _overdue(self, record: BatchRecord) -> bool:
         return self._age_hours(record) * 3600 > self.reap_after_seconds
 
-    def reap(self, record: BatchRecord, reason: str) -> int:
+    def reap(self, record: BatchRecord, reason: str) -> None:
         """Give up on a batch that will never finish: cancel it (best effort), then release its items.
 
         The record goes REAPED before the release, so a crash between the two
@@ -450,8 +450,7 @@ class Pipeline:
             keys = [key for custom_id in manifest for key in manifest[custom_id]["item_keys"]]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        released, failed = self.store.release(record.kind, keys, record.batch_id, f"reaped: {reason}", self.max_attempts)
-        return released + failed
+        self.store.release(record.kind, keys, record.batch_id, f"reaped: {reason}", self.max_attempts)
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, batch_id: str) -> BatchRecord:

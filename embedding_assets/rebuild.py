@@ -34,7 +34,7 @@ from .consistency import item_keys_in
 from .lease import Lease, compaction_lease
 from .models import Status
 from .ports import ReceiptStore
-from .snapshots import NEXT, Pointer, SnapshotStore
+from .snapshots import Pointer, SnapshotStore
 
 
 class NothingToReembed(RuntimeError):
@@ -81,16 +81,27 @@ def start_reembed(store: ReceiptStore, serving: SnapshotStore, model: str, dimen
     with Lease(store, compaction_lease(kind), lease_seconds, heartbeat_seconds):
         pending = nxt.latest()
         if _same(current, (model, dimensions)):
-            if pending is None or pending.version == serving.latest().version:
+            if pending is None or _switch_left_over(serving, pending):
                 raise NothingToReembed(f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions")
             return _abandon(store, serving, pending)
         resumed = pending is not None and _same((pending.model, pending.dimensions), (model, dimensions))
         if not resumed:
             pending = nxt.write_pointer(Pointer.unpublished(model, dimensions))
-        held = item_keys_in(nxt) if pending.published else set()
-        keys = [item.key for item in store.items_with_status(kind, Status.SUCCESS.value) if item.key not in held]
-        requeued = store.requeue(kind, Status.SUCCESS.value, keys)
+        requeued = _requeue_missing_from(store, nxt)
     return ReembedStart(kind, model, dimensions, current[0], current[1], requeued, resumed)
+
+
+def _requeue_missing_from(store: ReceiptStore, line: SnapshotStore) -> int:
+    """SUCCESS items the line's latest published version holds no vector for go back to NONE."""
+    held = item_keys_in(line)
+    keys = [item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value) if item.key not in held]
+    return store.requeue(line.kind, Status.SUCCESS.value, keys)
+
+
+def _switch_left_over(serving: SnapshotStore, pending: Pointer) -> bool:
+    """NEXT names the very version serving already does: a switch was made but NEXT not yet cleared."""
+    current = serving.latest()
+    return pending.published and current is not None and current.version == pending.version
 
 
 def _abandon(store: ReceiptStore, serving: SnapshotStore, pending: Pointer) -> ReembedStart:
@@ -100,14 +111,11 @@ def _abandon(store: ReceiptStore, serving: SnapshotStore, pending: Pointer) -> R
     with the serving model, and the serving snapshot drops their old vectors
     at its next compaction until then.
     """
-    kind = serving.kind
     serving.next_line().clear()
-    held = item_keys_in(serving)
-    keys = [item.key for item in store.items_with_status(kind, Status.SUCCESS.value) if item.key not in held]
-    requeued = store.requeue(kind, Status.SUCCESS.value, keys)
+    requeued = _requeue_missing_from(store, serving)
     current = serving.latest()
-    return ReembedStart(kind, current.model or "", current.dimensions, current.model, current.dimensions, requeued,
-                        False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
+    return ReembedStart(serving.kind, current.model or "", current.dimensions, current.model, current.dimensions,
+                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
 
 
 def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None) -> SnapshotStore:
@@ -119,9 +127,8 @@ def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None
     pending = nxt.latest()
     if pending is None:
         return serving
-    current = serving.latest()
-    if current is not None and pending.published and current.version == pending.version:
-        nxt.clear()  # a switch crashed after rewriting the serving pointer
+    if _switch_left_over(serving, pending):
+        nxt.clear()
         return serving
     problem = configuration_problem(serving, model, dimensions)
     if problem:
@@ -131,8 +138,8 @@ def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None
 
 def configuration_problem(serving: SnapshotStore, model: str, dimensions: int | None) -> str | None:
     """Why compaction with this model could not merge into the kind's collections, or None when it can."""
-    building, current = serving.next_line().latest(), serving.latest()
-    if building is not None and not (building.published and current and building.version == current.version):
+    building = serving.next_line().latest()
+    if building is not None and not _switch_left_over(serving, building):
         if _same((building.model, building.dimensions), (model, dimensions)):
             return None
         return (f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
@@ -181,5 +188,4 @@ def reembed_progress(store: ReceiptStore, serving: SnapshotStore) -> dict[str, A
         "next_vectors": pending.vectors,
         "serving_model": current.model if current else None, "serving_version": current.version if current else None,
         "waiting": waiting_for(store, serving),
-        "line": NEXT,
     }

@@ -25,9 +25,8 @@ def compaction_sensor(defs: KindDefinitions):
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource):
-        runtime = embedding.open()
-        waiting = runtime.store.list_batches(kind, [Stage.DELTA_READY])
-        building = runtime.snapshots(kind).next_line().latest()
+        waiting = embedding.receipt_store.open().list_batches(kind, [Stage.DELTA_READY])
+        building = embedding.chroma.snapshots(embedding.object_store.open(), kind).next_line().latest()
         if not waiting and building is None:
             return SkipReason("no deltas waiting")
         running = context.instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)

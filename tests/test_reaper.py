@@ -66,28 +66,24 @@ def test_a_batch_the_provider_lost_is_reaped_and_its_items_embedded_again(backen
     assert runtime.store.get_batch(lost.batch_id).stage == Stage.REAPED
 
 
-def test_a_batch_unanswered_past_the_reap_age_is_reaped(settings, demo_receipts):
+def test_a_batch_unanswered_past_the_reap_age_is_reaped(settings, demo_receipts, monkeypatch):
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(demo_receipts[:2])
     (record,) = _submitted(runtime)
     runtime.pipeline.poll(KIND, 1000)  # completes it: the local provider works on retrieve
     runtime.store.update_batch(record.batch_id, stage=Stage.IN_PROGRESS)
-    original = type(runtime.provider).retrieve
 
     def silent(self, batch_id):  # the provider stops answering
         raise TimeoutError("the provider does not answer")
 
-    type(runtime.provider).retrieve = silent
-    try:
-        with pytest.raises(TimeoutError):
-            runtime.pipeline.poll(KIND, 1000)  # within the age: kept, the error on the record
-        assert runtime.store.get_batch(record.batch_id).stage == Stage.IN_PROGRESS
-        assert runtime.store.get_batch(record.batch_id).last_error == "poll: the provider does not answer"
-        runtime.pipeline.reap_after_seconds = 0
-        with pytest.raises(TimeoutError):
-            runtime.pipeline.poll(KIND, 1000)
-    finally:
-        type(runtime.provider).retrieve = original
+    monkeypatch.setattr(type(runtime.provider), "retrieve", silent)
+    with pytest.raises(TimeoutError):
+        runtime.pipeline.poll(KIND, 1000)  # within the age: kept, the error on the record
+    assert runtime.store.get_batch(record.batch_id).stage == Stage.IN_PROGRESS
+    assert runtime.store.get_batch(record.batch_id).last_error == "poll: the provider does not answer"
+    runtime.pipeline.reap_after_seconds = 0
+    with pytest.raises(TimeoutError):
+        runtime.pipeline.poll(KIND, 1000)
     reaped = runtime.store.get_batch(record.batch_id)
     assert reaped.stage == Stage.REAPED and "no answer from the provider" in reaped.last_error
     assert not runtime.store.status_counts(KIND).get(Status.PENDING.value)

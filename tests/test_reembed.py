@@ -12,10 +12,13 @@ import time
 from dataclasses import replace
 
 import pytest
+from dagster import SkipReason, build_sensor_context
 
+from embedding_assets import cli
 from embedding_assets.chroma_collections import ModelMismatch, persistent_collection
 from embedding_assets.config import Settings
 from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.models import Stage, Status
 from embedding_assets.rebuild import NothingToReembed
 from embedding_assets.search import search
@@ -23,6 +26,7 @@ from embedding_assets.snapshots import NEXT
 from embedding_assets.status import kind_status
 from resources.configurable import Runtime
 from resources.local_provider import MODEL as LOCAL_MODEL
+from sensors.compaction import compaction_sensor
 
 from .conftest import BACKENDS, base_env
 from .crashes import drive, kill_during
@@ -184,8 +188,6 @@ def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_com
 
 
 def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_path, monkeypatch, capsys):
-    from embedding_assets import cli
-
     env = base_env(tmp_path) | {"DAGSTER_HOME": str(tmp_path / "dagster"), "EMBEDDING_DIMENSIONS": str(OLD)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -213,11 +215,6 @@ def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_pat
 
 
 def test_the_compaction_sensor_asks_once_per_version_whether_a_reembed_can_switch(settings, instance, demo_receipts):
-    from dagster import SkipReason, build_sensor_context
-
-    from embedding_assets.definitions import KIND_DEFS, build_definitions
-    from sensors.compaction import compaction_sensor
-
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(demo_receipts)
     drive(runtime, KIND)
@@ -252,8 +249,6 @@ def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_re
 
 
 def test_run_refuses_a_model_the_collection_does_not_hold_before_sending_anything(tmp_path, monkeypatch, capsys):
-    from embedding_assets import cli
-
     for name, value in (base_env(tmp_path) | {"DAGSTER_HOME": str(tmp_path / "dagster")}).items():
         monkeypatch.setenv(name, value)
     assert cli.main(["demo", "seed", "--receipts", "2"]) == 0
