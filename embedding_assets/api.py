@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from resources.configurable import Runtime
+from embedding_assets.wiring import Runtime
 
-from .config import Settings
-from .models import KINDS
-from .search import Hit, NoSnapshot, search
-from .status import kind_status
+from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.models import KINDS
+from embedding_assets.steps.search import Hit, NoSnapshot, search
+from embedding_assets.steps.status import kind_status
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:

@@ -21,8 +21,8 @@ from dagster import (
     sensor,
 )
 
-from embedding_assets.factory import KindDefinitions
-from resources.configurable import EmbeddingResource
+from embedding_assets.defs.assets import KindDefinitions
+from embedding_assets.wiring import EmbeddingResource
 
 MAX_POLLS_PER_TICK = 50
 MAX_INGEST_RUNS = 3

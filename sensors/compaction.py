@@ -10,9 +10,9 @@ waiting items were deleted, or a crash came between marking and switching).
 
 from dagster import DagsterRunStatus, DefaultSensorStatus, RunRequest, RunsFilter, SensorEvaluationContext, SkipReason, sensor
 
-from embedding_assets.factory import KindDefinitions
-from embedding_assets.models import Stage
-from resources.configurable import EmbeddingResource
+from embedding_assets.defs.assets import KindDefinitions
+from embedding_assets.domain.models import Stage
+from embedding_assets.wiring import EmbeddingResource
 
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 

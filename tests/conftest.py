@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from embedding_assets.config import Settings
-from embedding_assets.demo import generate_receipts
-from resources.configurable import Runtime
+from embedding_assets.domain.settings import Settings
+from embedding_assets.data.demo import generate_receipts
+from embedding_assets.wiring import Runtime
 from tests.aws_fixtures import aws_backend_env
 
 # Fixtures shared by several test modules, registered once instead of imported into each.

@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 
-from embedding_assets.config import Settings
-from resources.configurable import Runtime
+from embedding_assets.domain.settings import Settings
+from embedding_assets.wiring import Runtime
 
 
 def _die() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedding_assets.models import Box, Item, Receipt, Status
+from embedding_assets.domain.models import Box, Item, Receipt, Status
 
 IMAGE = "3f1c2a9e-0000-4000-8000-000000000001"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from embedding_assets import cli
-from embedding_assets.importer import dump_receipts
-from resources.dynamodb_store import dynamodb_client
+from embedding_assets.cli import main as cli
+from embedding_assets.data.importer import dump_receipts
+from resources.receipt_store.dynamodb import dynamodb_client
 from tests.helpers import line, receipt
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from embedding_assets.formatting import line_requests, visual_rows
-from embedding_assets.importer import ReceiptImportError, load_receipts
-from embedding_assets.models import Receipt, Status
+from embedding_assets.domain.formatting import line_requests, visual_rows
+from embedding_assets.data.importer import ReceiptImportError, load_receipts
+from embedding_assets.domain.models import Receipt, Status
 
-from .crashes import drive
-from .helpers import line
+from tests.crashes import drive
+from tests.helpers import line
 
 
 def _odd_receipts() -> list[Receipt]:

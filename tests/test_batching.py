@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from embedding_assets.batching import Budget, plan_files, request_line
-from embedding_assets.formatting import ReceiptRequests, Request
+from embedding_assets.domain.batching import Budget, plan_files, request_line
+from embedding_assets.domain.formatting import ReceiptRequests, Request
 
 
 def receipt(n_requests: int, rid: int, text: str = "MILK 3.99") -> ReceiptRequests:

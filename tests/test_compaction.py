@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from embedding_assets.chroma_collections import iter_metadatas, persistent_collection
-from embedding_assets.deltas import CorruptDelta
-from embedding_assets.lease import LeaseHeld, LeaseLost
-from embedding_assets.models import Stage, Status
-from embedding_assets.snapshots import CorruptSnapshot
+from resources.vector_store.chroma import iter_metadatas, persistent_collection
+from embedding_assets.domain.deltas import CorruptDelta
+from embedding_assets.domain.lease import LeaseHeld, LeaseLost
+from embedding_assets.domain.models import Stage, Status
+from resources.vector_store.snapshots import CorruptSnapshot
 
-from .crashes import drive
+from tests.crashes import drive
 
 
 def _ingested(runtime, kind="lines"):

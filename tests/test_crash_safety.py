@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from embedding_assets.config import Settings
-from embedding_assets.consistency import snapshot_agreement
-from embedding_assets.models import Stage, Status
-from resources.configurable import Runtime
+from embedding_assets.domain.settings import Settings
+from embedding_assets.steps.consistency import snapshot_agreement
+from embedding_assets.domain.models import Stage, Status
+from embedding_assets.wiring import Runtime
 
-from .conftest import base_env
-from .crashes import drive, kill_during
+from tests.conftest import base_env
+from tests.crashes import drive, kill_during
 
 LEASE_SECONDS = 3
 
@@ -43,15 +43,15 @@ CASES = [
     ("prepare-after-claim", "prepare", lambda rt: _store_method(rt, "claim"), "after", ()),
     ("prepare-after-request-file", "prepare", lambda rt: _store_method(rt, "put_batch"), "before", ()),
     ("submit-after-create", "submit", lambda rt: _provider_method(rt, "create_batch"), "after", ("prepare",)),
-    ("ingest-mid-delta", "ingest", lambda rt: "embedding_assets.deltas:DeltaWriter.add", "during:40",
+    ("ingest-mid-delta", "ingest", lambda rt: "embedding_assets.domain.deltas:DeltaWriter.add", "during:40",
      ("prepare", "submit", "poll")),
     ("ingest-after-delta-upload", "ingest", lambda rt: _store_method(rt, "update_batch"), "before",
      ("prepare", "submit", "poll")),
     ("compact-mid-merge", "compact", lambda rt: "chromadb.api.models.Collection:Collection.add", "after",
      ("prepare", "submit", "poll", "ingest")),
-    ("compact-before-swap", "compact", lambda rt: "embedding_assets.snapshots:SnapshotStore.swap", "before",
+    ("compact-before-swap", "compact", lambda rt: "resources.vector_store.snapshots:SnapshotStore.swap", "before",
      ("prepare", "submit", "poll", "ingest")),
-    ("compact-after-swap", "compact", lambda rt: "embedding_assets.snapshots:SnapshotStore.swap", "after",
+    ("compact-after-swap", "compact", lambda rt: "resources.vector_store.snapshots:SnapshotStore.swap", "after",
      ("prepare", "submit", "poll", "ingest")),
 ]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from embedding_assets.deltas import CorruptDelta, DeltaWriter, file_sha256, read_delta, verify_delta
+from embedding_assets.domain.deltas import CorruptDelta, DeltaWriter, file_sha256, read_delta, verify_delta
 
 
 def _rows(n: int, d: int) -> tuple[list[str], np.ndarray, list[str], list[dict]]:

@@ -3,8 +3,8 @@ from collections import defaultdict
 
 import pytest
 
-from embedding_assets.demo import MERCHANTS, generate_receipts
-from embedding_assets.models import Item, Status
+from embedding_assets.data.demo import MERCHANTS, generate_receipts
+from embedding_assets.domain.models import Item, Status
 
 MONEY = re.compile(r"^\$?\d+\.\d{2}$")
 N = 400

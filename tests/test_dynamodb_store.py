@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from embedding_assets.config import Settings
+from embedding_assets.domain.settings import Settings
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.lease import Lease, LeaseHeld
-from embedding_assets.models import Box, Item, Stage, Status, line_key, receipt_key, word_key
-from embedding_assets.runner import run_kind
-from resources import dynamodb_store
-from resources.configurable import Runtime
-from resources.dynamodb_store import SEED_STATUS, DynamoReceiptStore, dynamodb_client
+from embedding_assets.domain.lease import Lease, LeaseHeld
+from embedding_assets.domain.models import Box, Item, Stage, Status, line_key, receipt_key, word_key
+from embedding_assets.cli.run import run_kind
+from resources.receipt_store import dynamodb as dynamodb_store
+from embedding_assets.wiring import Runtime
+from resources.receipt_store.dynamodb import SEED_STATUS, DynamoReceiptStore, dynamodb_client
 from tests.aws_fixtures import aws_backend_env, new_table
 from tests.conftest import base_env
 from tests.test_sqlite_store import make_batch, make_receipt

@@ -1,4 +1,4 @@
-from embedding_assets.formatting import (
+from embedding_assets.domain.formatting import (
     EDGE,
     clean_text,
     fit_to_tokens,
@@ -7,9 +7,9 @@ from embedding_assets.formatting import (
     visual_rows,
     word_requests,
 )
-from embedding_assets.models import Status
+from embedding_assets.domain.models import Status
 
-from .helpers import line, word
+from tests.helpers import line, word
 
 
 def test_rows_group_by_vertical_centre_transitively_and_order_top_down_left_right():

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.demo import generate_receipts
-from embedding_assets.importer import ReceiptImportError, dump_receipts, load_receipts, receipt_to_json
-from embedding_assets.models import Status
+from embedding_assets.data.demo import generate_receipts
+from embedding_assets.data.importer import ReceiptImportError, dump_receipts, load_receipts, receipt_to_json
+from embedding_assets.domain.models import Status
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "IMPORT_FORMAT.md"
 

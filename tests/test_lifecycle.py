@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from embedding_assets.chroma_collections import persistent_collection
-from embedding_assets.consistency import snapshot_agreement
-from embedding_assets.models import Status
+from resources.vector_store.chroma import persistent_collection
+from embedding_assets.steps.consistency import snapshot_agreement
+from embedding_assets.domain.models import Status
 
-from .crashes import drive
+from tests.crashes import drive
 
 
 def _vector_ids(runtime, kind):

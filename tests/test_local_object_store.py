@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.ports import ObjectNotFound
-from resources import local_object_store
-from resources.local_object_store import LocalObjectStore
+from embedding_assets.domain.ports import ObjectNotFound
+from resources.object_store import local as local_object_store
+from resources.object_store.local import LocalObjectStore
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import numpy as np
 import orjson
 import pytest
 
-from embedding_assets.ports import BatchNotFound
-from embedding_assets.results import Result, iter_results
-from resources import local_provider
-from resources.local_provider import MODEL, LocalBatchProvider, load_model
+from embedding_assets.domain.ports import BatchNotFound
+from embedding_assets.domain.results import Result, iter_results
+from resources.providers import local as local_provider
+from resources.providers.local import MODEL, LocalBatchProvider, load_model
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedding_assets.batching import Budget
-from embedding_assets.chroma_collections import persistent_collection
-from embedding_assets.config import Settings
-from embedding_assets.consistency import snapshot_agreement
-from embedding_assets.demo import generate_receipts
-from embedding_assets.models import PROVIDER_LIVE, Stage, Status
-from embedding_assets.pipeline import Pipeline
-from embedding_assets.search import search
-from resources.configurable import Runtime
+from embedding_assets.domain.batching import Budget
+from resources.vector_store.chroma import persistent_collection
+from embedding_assets.domain.settings import Settings
+from embedding_assets.steps.consistency import snapshot_agreement
+from embedding_assets.data.demo import generate_receipts
+from embedding_assets.domain.models import PROVIDER_LIVE, Stage, Status
+from embedding_assets.steps.pipeline import Pipeline
+from embedding_assets.steps.search import search
+from embedding_assets.wiring import Runtime
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_tokens, fake_vector
 
 KIND = "lines"
@@ -299,7 +299,7 @@ def test_cancel_keeps_what_finished_and_releases_the_rest(runtime, fake_api):
 
 
 def test_batch_stuck_in_finalizing_is_reported(runtime, fake_api):
-    from embedding_assets.status import kind_status
+    from embedding_assets.steps.status import kind_status
 
     fake_api.switches.stuck_finalizing = True
     runtime.pipeline.prepare(KIND, 100_000, quiet)
@@ -364,7 +364,7 @@ def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake
     from dagster import DagsterInstance
 
     from embedding_assets.definitions import KIND_DEFS, build_definitions
-    from embedding_assets.runner import run_kind
+    from embedding_assets.cli.run import run_kind
 
     settings = Settings.from_env(openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02"))
     runtime = Runtime.from_settings(settings)

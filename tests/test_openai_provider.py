@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedding_assets import cli
-from embedding_assets.config import ConfigError, Settings
-from embedding_assets.models import Stage, Status
-from embedding_assets.ports import EnqueuedLimitReached
-from resources import openai_provider
-from resources.openai_provider import DownloadFailed, OpenAIBatchProvider
+from embedding_assets.cli import main as cli
+from embedding_assets.domain.settings import ConfigError, Settings
+from embedding_assets.domain.models import Stage, Status
+from embedding_assets.domain.ports import EnqueuedLimitReached
+from resources.providers import openai_batch as openai_provider
+from resources.providers.openai_batch import DownloadFailed, OpenAIBatchProvider
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_vector
 from tests.test_openai_pipeline import KIND, make_runtime, openai_env, quiet, settle
 

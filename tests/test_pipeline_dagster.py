@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.models import Stage, Status
-from embedding_assets.runner import run_kind
-from embedding_assets.search import search
-from resources.configurable import Runtime
+from embedding_assets.domain.models import Stage, Status
+from embedding_assets.cli.run import run_kind
+from embedding_assets.steps.search import search
+from embedding_assets.wiring import Runtime
 
 
 @pytest.fixture

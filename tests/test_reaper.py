@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from embedding_assets.config import Settings
-from embedding_assets.consistency import snapshot_agreement
-from embedding_assets.models import Stage, Status
-from embedding_assets.status import kind_status
-from resources.configurable import Runtime
+from embedding_assets.domain.settings import Settings
+from embedding_assets.steps.consistency import snapshot_agreement
+from embedding_assets.domain.models import Stage, Status
+from embedding_assets.steps.status import kind_status
+from embedding_assets.wiring import Runtime
 
-from .conftest import base_env
-from .crashes import drive, kill_during
+from tests.conftest import base_env
+from tests.crashes import drive, kill_during
 
 KIND = "lines"
 

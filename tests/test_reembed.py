@@ -14,22 +14,22 @@ from dataclasses import replace
 import pytest
 from dagster import SkipReason, build_sensor_context
 
-from embedding_assets import cli
-from embedding_assets.chroma_collections import ModelMismatch, persistent_collection
-from embedding_assets.config import Settings
-from embedding_assets.consistency import snapshot_agreement
+from embedding_assets.cli import main as cli
+from resources.vector_store.chroma import ModelMismatch, persistent_collection
+from embedding_assets.domain.settings import Settings
+from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.models import Stage, Status
-from embedding_assets.rebuild import NothingToReembed
-from embedding_assets.search import search
-from embedding_assets.snapshots import NEXT
-from embedding_assets.status import kind_status
-from resources.configurable import Runtime
-from resources.local_provider import MODEL as LOCAL_MODEL
+from embedding_assets.domain.models import Stage, Status
+from embedding_assets.steps.reembed import NothingToReembed
+from embedding_assets.steps.search import search
+from resources.vector_store.snapshots import NEXT
+from embedding_assets.steps.status import kind_status
+from embedding_assets.wiring import Runtime
+from resources.providers.local import MODEL as LOCAL_MODEL
 from sensors.compaction import compaction_sensor
 
-from .conftest import BACKENDS, base_env
-from .crashes import drive, kill_during
+from tests.conftest import BACKENDS, base_env
+from tests.crashes import drive, kill_during
 
 KIND = "lines"
 OLD, NEW = 256, 128
@@ -176,7 +176,7 @@ def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_com
     for record in new.pipeline.poll(KIND, 1000)[0]:
         new.pipeline.ingest(record.batch_id, progress=lambda _: None)
 
-    kill_during(_resized(settings, NEW), "compact", KIND, "embedding_assets.snapshots:SnapshotStore.clear")
+    kill_during(_resized(settings, NEW), "compact", KIND, "resources.vector_store.snapshots:SnapshotStore.clear")
 
     serving, building = new.snapshots(KIND).latest(), new.snapshots(KIND).next_line().latest()
     assert serving == building and serving.dimensions == NEW, "switched, NEXT not yet cleared"

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from embedding_assets.results import iter_results
+from embedding_assets.domain.results import iter_results
 
 
 def _ok_line(custom_id: str, vectors: list[np.ndarray], order: list[int], b64: bool, tokens: int = 7) -> bytes:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.ports import ObjectNotFound
-from embedding_assets.snapshots import SnapshotStore
-from resources import s3_object_store
-from resources.s3_object_store import S3ObjectStore, create_buckets
+from embedding_assets.domain.ports import ObjectNotFound
+from resources.vector_store.snapshots import SnapshotStore
+from resources.object_store import s3 as s3_object_store
+from resources.object_store.s3 import S3ObjectStore, create_buckets
 
 
 @pytest.fixture

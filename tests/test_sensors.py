@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.models import Stage
+from embedding_assets.domain.models import Stage
 from sensors import batch_status
 from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
@@ -14,7 +14,7 @@ from sensors.compaction import compaction_sensor
 def _prepared_and_submitted(runtime, demo_receipts, receipts_per_batch=None):
     runtime.store.put_receipts(demo_receipts)
     if receipts_per_batch:
-        from embedding_assets.batching import Budget
+        from embedding_assets.domain.batching import Budget
 
         runtime.pipeline.budget = Budget(max_requests=receipts_per_batch)
     runtime.pipeline.prepare("lines", 10_000_000, progress=lambda _: None)

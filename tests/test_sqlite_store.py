@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.models import BatchRecord, Box, Item, Receipt, Stage, Status, line_key, receipt_key, word_key
-from resources.sqlite_store import SqliteReceiptStore
+from embedding_assets.domain.models import BatchRecord, Box, Item, Receipt, Stage, Status, line_key, receipt_key, word_key
+from resources.receipt_store.sqlite import SqliteReceiptStore
 
 
 def make_receipt(image_id: str, receipt_id: int, lines: list[str], words_per_line: int = 0, merchant: str | None = None) -> Receipt:
@@ -139,7 +139,7 @@ def test_unembedded_receipts_is_an_index_range_scan(store, tmp_path):
 
 
 def test_items_with_status_streams_every_item(store, monkeypatch):
-    monkeypatch.setattr("resources.sqlite_store.PAGE_SIZE", 3)
+    monkeypatch.setattr("resources.receipt_store.sqlite.PAGE_SIZE", 3)
     store.put_receipts([make_receipt("img-a", r, [f"l{i}" for i in range(4)]) for r in (1, 2)])
     store.claim("lines", [line_key("img-a", 1, 0)], "b1")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.config import Settings
-from embedding_assets.demo import generate_receipts
-from resources.configurable import Runtime
+from embedding_assets.domain.settings import Settings
+from embedding_assets.data.demo import generate_receipts
+from embedding_assets.wiring import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -59,15 +59,15 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
-from embedding_assets.batching import Budget, plan_files
-from embedding_assets.deltas import DeltaWriter, read_delta
-from embedding_assets.formatting import ReceiptRequests, line_requests
-from embedding_assets.models import BatchRecord, Receipt, Stage, line_key, receipt_key
-from embedding_assets.pipeline import Pipeline, batch_keys
-from embedding_assets.ports import ProviderBatch
-from embedding_assets.results import iter_results
-from resources.local_object_store import LocalObjectStore
-from resources.sqlite_store import SqliteReceiptStore
+from embedding_assets.domain.batching import Budget, plan_files
+from embedding_assets.domain.deltas import DeltaWriter, read_delta
+from embedding_assets.domain.formatting import ReceiptRequests, line_requests
+from embedding_assets.domain.models import BatchRecord, Receipt, Stage, line_key, receipt_key
+from embedding_assets.steps.pipeline import Pipeline, batch_keys
+from embedding_assets.domain.ports import ProviderBatch
+from embedding_assets.domain.results import iter_results
+from resources.object_store.local import LocalObjectStore
+from resources.receipt_store.sqlite import SqliteReceiptStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = "lines"
@@ -300,7 +300,7 @@ def quiet(_message: str) -> None:
 # -------------------------------------------------------------------------- data
 def receipts_with_lines(n_lines: int, seed: int) -> list[Receipt]:
     """Demo receipts, lines only, holding exactly `n_lines` lines (the last receipt is cut short)."""
-    from embedding_assets.demo import generate_receipts
+    from embedding_assets.data.demo import generate_receipts
 
     count = max(1, n_lines // 30 + 1)
     while True:
@@ -491,7 +491,7 @@ def bench_delta_write(report: Report, world: World, dims: int, count_limit: int)
 @contextmanager
 def timed_compaction(clock: Clock) -> Iterator[None]:
     """Wrap the compactor's Chroma collection in a timing proxy, for the length of the block."""
-    import embedding_assets.compaction as compaction
+    import embedding_assets.steps.compact as compaction
 
     original = compaction.persistent_collection
 
@@ -515,9 +515,9 @@ def timed_compaction(clock: Clock) -> Iterator[None]:
 
 def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: int, subset_lines: int,
                      total_lines: int) -> tuple[float, float]:
-    from embedding_assets.chroma_collections import persistent_collection
-    from embedding_assets.compaction import Compactor
-    from embedding_assets.snapshots import SnapshotStore
+    from resources.vector_store.chroma import persistent_collection
+    from embedding_assets.steps.compact import Compactor
+    from resources.vector_store.snapshots import SnapshotStore
 
     world = World(root, dims)
     subset = receipts_prefix(receipts, subset_lines)

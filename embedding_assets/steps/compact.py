@@ -1,0 +1,200 @@
+"""Merging deltas into the kind's Chroma snapshot, then marking items embedded.
+
+Order is what makes it crash-safe: apply deltas to the working copy, upload
+the new version, re-check the lease, swap the pointer, and only then mark
+items SUCCESS and batches COMPACTED. A crash before the swap leaves the old
+version current and the items PENDING; a crash after it leaves vectors that
+the next run finds already present (same id, same batch) and skips, so it
+only has to mark the items.
+
+Chroma `add` of new ids is ~8x faster than `upsert` of existing ones, so each
+chunk is split: new ids are added, ids holding another batch's vector are
+upserted, ids already holding this batch's vector are skipped.
+
+During a re-embed (see `rebuild`) the same steps write to the NEXT line, and
+after marking, the compactor switches search over once NEXT holds everything.
+A delta embedded with another model than the configured one (in flight when
+the re-embed started) is never merged: its items go back to NONE.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resources.vector_store.chroma import iter_metadatas, persistent_collection
+from embedding_assets.domain.deltas import read_delta, verify_delta
+from embedding_assets.domain.formatting import item_keys_of_vector
+from embedding_assets.domain.lease import Lease, compaction_lease
+from embedding_assets.domain.models import BatchRecord, Stage, Status
+from embedding_assets.domain.ports import ObjectStore, ReceiptStore
+from embedding_assets.steps.reembed import compaction_target, switch_if_complete
+from resources.vector_store.snapshots import NEXT, SERVING, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompactionReport:
+    kind: str
+    deltas: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    items_marked: int = 0
+    version: int | None = None
+    vectors: int = 0
+    published: bool = False
+    line: str = SERVING
+    switched: bool = False
+    superseded: int = 0
+    pruned: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _line_name(line: SnapshotStore) -> str:
+    return "re-embed (NEXT)" if line.line == NEXT else "serving"
+
+
+@dataclass
+class Compactor:
+    store: ReceiptStore
+    objects: ObjectStore
+    snapshots: SnapshotStore
+    model: str
+    dimensions: int | None
+    lock_ttl_seconds: float = 300.0
+    heartbeat_seconds: float = 30.0
+    chunk_size: int = 5000
+    delete_processed_deltas: bool = False
+    work_dir: Path = Path(".data/tmp")
+    max_attempts: int = 3
+
+    @property
+    def kind(self) -> str:
+        return self.snapshots.kind
+
+    def run(self, progress: Callable[[str], None] = log.info) -> CompactionReport:
+        started = time.monotonic()
+        report = CompactionReport(self.kind)
+        with Lease(self.store, compaction_lease(self.kind), self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
+            target = compaction_target(self.snapshots, self.model, self.dimensions)
+            report.line = target.line
+            records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
+            report.deltas = len(records)
+            directory, pointer = target.checkout()
+            embedded: dict[str, list[str]] = {}
+            with persistent_collection(directory, self.kind, self.model, self.dimensions) as collection:
+                for record in records:
+                    embedded[record.batch_id] = self._apply(collection, record, report, lease)
+                    progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
+                report.removed = self._remove_stale(collection, self._still_owned(embedded))
+                vectors = collection.count()
+            unpublished = pointer is None or not pointer.published
+            if report.added or report.updated or report.removed or (unpublished and records):
+                version = self.snapshots.next_version()
+                key, sha = target.upload(directory, version)
+                lease.check()
+                pointer = target.swap(version, key, sha, vectors, self.model, self.dimensions)
+                report.published = True
+                progress(f"{self.kind}: published {_line_name(target)} snapshot v{version} "
+                         f"({vectors} vectors, {report.removed} removed)")
+            if pointer is None or not pointer.published:
+                report.seconds = time.monotonic() - started
+                return report
+            target.mark_clean(pointer.version)
+            report.version, report.vectors = pointer.version, pointer.vectors
+            for record in records:
+                report.items_marked += self.store.mark_success(self.kind, embedded[record.batch_id], record.batch_id)
+                self.store.update_batch(record.batch_id, stage=Stage.COMPACTED)
+                if self.delete_processed_deltas and record.delta_key:
+                    self.objects.delete(record.delta_key)
+            if target.line == NEXT:
+                lease.check()
+                switched = switch_if_complete(self.store, self.snapshots)
+                report.switched = switched is not None
+                if switched:
+                    progress(f"{self.kind}: re-embed complete, search now answers from v{switched.version} "
+                             f"({switched.vectors_of}, {switched.vectors} vectors)")
+            report.pruned = self.snapshots.prune()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _still_owned(self, embedded: dict[str, list[str]]) -> set[str]:
+        """Keys about to be marked: those still PENDING for the batch whose delta was merged.
+
+        An item whose text changed while its batch was out is NONE again; its
+        fresh vector is for the old text, so it must go with the stale ones
+        rather than sit in the snapshot beside a non-SUCCESS item.
+        """
+        owner = {item.key: item.batch_id for item in self.store.items_with_status(self.kind, Status.PENDING.value)}
+        return {key for batch_id, keys in embedded.items() for key in keys if owner.get(key) == batch_id}
+
+    def _remove_stale(self, collection: Any, being_marked: set[str]) -> int:
+        """Delete vectors that stand for no embedded item any more (deleted, or text changed and not yet re-embedded).
+
+        Scans the whole collection against the store's SUCCESS items, so a
+        deletion made by any writer of the store is noticed, not only ours.
+        """
+        keep = being_marked | {item.key for item in self.store.items_with_status(self.kind, Status.SUCCESS.value)}
+        stale = [vid for vid, meta in iter_metadatas(collection)
+                 if not any(key in keep for key in item_keys_of_vector(vid, meta or {}))]
+        for start in range(0, len(stale), self.chunk_size):
+            collection.delete(ids=stale[start:start + self.chunk_size])
+        return len(stale)
+
+    def _apply(self, collection: Any, record: BatchRecord, report: CompactionReport, lease: Lease) -> list[str]:
+        """Merge one delta; returns the item keys its vectors stand for."""
+        if not record.delta_key:
+            return []
+        keys: list[str] = []
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
+            path = Path(tmp) / "delta.parquet"
+            self.objects.download(record.delta_key, path)
+            verify_delta(path, record.delta_sha256)
+            foreign = self._foreign_model(path)
+            if foreign:
+                self._supersede(path, record, foreign)
+                report.superseded += 1
+                return []
+            for chunk in read_delta(path, self.chunk_size):
+                lease.check()
+                existing = collection.get(ids=chunk.ids, include=["metadatas"])
+                holder = {i: (m or {}).get("batch_id") for i, m in zip(existing["ids"], existing["metadatas"])}
+                new = [n for n, i in enumerate(chunk.ids) if i not in holder]
+                changed = [n for n, i in enumerate(chunk.ids) if i in holder and holder[i] != record.batch_id]
+                for op, rows in ((collection.add, new), (collection.upsert, changed)):
+                    if rows:
+                        op(ids=[chunk.ids[n] for n in rows], embeddings=chunk.embeddings[rows],
+                           documents=[chunk.documents[n] for n in rows], metadatas=[chunk.metadatas[n] for n in rows])
+                report.added += len(new)
+                report.updated += len(changed)
+                report.unchanged += len(chunk.ids) - len(new) - len(changed)
+                for vector_id, meta in zip(chunk.ids, chunk.metadatas):
+                    keys.extend(item_keys_of_vector(vector_id, meta))
+        return keys
+
+    def _foreign_model(self, path: Path) -> str | None:
+        """What the delta was embedded with, when that is not the configured model and size; else None."""
+        for chunk in read_delta(path, 1):
+            meta = chunk.metadatas[0] if chunk.metadatas else {}
+            if meta.get("model") != self.model or int(meta.get("dimensions") or 0) != int(self.dimensions or 0):
+                return f"{meta.get('model')} ({meta.get('dimensions')} dimensions)"
+            return None
+        return None
+
+    def _supersede(self, path: Path, record: BatchRecord, foreign: str) -> None:
+        """A delta of another model (embedded before a re-embed started) is not merged: its items go again."""
+        reason = f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions)"
+        keys = [key for chunk in read_delta(path, self.chunk_size)
+                for vector_id, meta in zip(chunk.ids, chunk.metadatas) for key in item_keys_of_vector(vector_id, meta)]
+        self.store.release(self.kind, keys, record.batch_id, reason, self.max_attempts + 1)
+        self.store.update_batch(record.batch_id, last_error=reason)
+        log.warning("%s: delta %s %s", self.kind, record.batch_id, reason)

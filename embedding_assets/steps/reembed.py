@@ -1,0 +1,191 @@
+"""Re-embedding a kind with another model: build the new collection beside the old, then switch.
+
+A collection holds the vectors of one model and size. When the configuration
+names another, `start_reembed` opens the NEXT snapshot line for it and sends
+every SUCCESS item not yet in NEXT back to NONE; from then on the ordinary
+pipeline embeds them with the configured model and compaction merges into
+NEXT. Search keeps answering from the serving line (with its own model)
+the whole time.
+
+While a re-embed runs, SUCCESS means "in the NEXT snapshot", so the asset
+check and the compactor's stale-vector removal look at NEXT; the serving
+snapshot is frozen (deletions reach it at the switch). After each compaction
+into NEXT, `switch_if_complete` checks whether any item the serving snapshot
+answers for is still waiting (NONE or PENDING); when none is, the serving
+pointer is rewritten to NEXT's version and NEXT is cleared. Dead letters
+(FAILED) do not hold the switch up; `status` lists them as ever.
+
+Running `reembed` with the serving model's configuration abandons a re-embed.
+
+Every step is safe to repeat after a crash:
+- start runs under the compaction lease and only requeues items NEXT does
+  not hold, so running `reembed` again resumes rather than restarts;
+- a crash between rewriting the serving pointer and clearing NEXT leaves
+  two pointers to the same version, which `compaction_target` finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from resources.vector_store.chroma import ModelMismatch, persistent_collection
+from embedding_assets.steps.consistency import item_keys_in
+from embedding_assets.domain.lease import Lease, compaction_lease
+from embedding_assets.domain.models import Status
+from embedding_assets.domain.ports import ReceiptStore
+from resources.vector_store.snapshots import Pointer, SnapshotStore
+
+
+class NothingToReembed(RuntimeError):
+    """The serving collection already holds the configured model, or nothing is published yet."""
+
+
+@dataclass
+class ReembedStart:
+    kind: str
+    model: str
+    dimensions: int | None
+    serving_model: str | None
+    serving_dimensions: int | None
+    requeued: int
+    resumed: bool
+    abandoned: str | None = None
+
+
+def serving_model(serving: SnapshotStore) -> tuple[str | None, int | None] | None:
+    """(model, dimensions) of the published serving version, or None when nothing is published."""
+    pointer = serving.latest()
+    if pointer is None or not pointer.published:
+        return None
+    if pointer.model is not None:
+        return pointer.model, pointer.dimensions
+    found = serving.read_copy()  # a pointer from before models were recorded on it: ask the collection
+    with persistent_collection(found[0], serving.kind) as collection:
+        meta = collection.metadata or {}
+    return meta.get("model"), int(meta.get("dimensions") or 0) or None
+
+
+def _same(a: tuple[str | None, int | None], b: tuple[str | None, int | None]) -> bool:
+    return a[0] == b[0] and int(a[1] or 0) == int(b[1] or 0)
+
+
+def start_reembed(store: ReceiptStore, serving: SnapshotStore, model: str, dimensions: int | None,
+                  lease_seconds: float, heartbeat_seconds: float) -> ReembedStart:
+    """Open (or resume) the NEXT line for `model` and send the items it does not hold back to NONE."""
+    kind = serving.kind
+    current = serving_model(serving)
+    if current is None:
+        raise NothingToReembed(f"no {kind} snapshot is published yet: `run` embeds with {model} from the start")
+    nxt = serving.next_line()
+    with Lease(store, compaction_lease(kind), lease_seconds, heartbeat_seconds):
+        pending = nxt.latest()
+        if _same(current, (model, dimensions)):
+            if pending is None or _switch_left_over(serving, pending):
+                raise NothingToReembed(f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions")
+            return _abandon(store, serving, pending)
+        resumed = pending is not None and _same((pending.model, pending.dimensions), (model, dimensions))
+        if not resumed:
+            pending = nxt.write_pointer(Pointer.unpublished(model, dimensions))
+        requeued = _requeue_missing_from(store, nxt)
+    return ReembedStart(kind, model, dimensions, current[0], current[1], requeued, resumed)
+
+
+def _requeue_missing_from(store: ReceiptStore, line: SnapshotStore) -> int:
+    """SUCCESS items the line's latest published version holds no vector for go back to NONE."""
+    held = item_keys_in(line)
+    keys = [item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value) if item.key not in held]
+    return store.requeue(line.kind, Status.SUCCESS.value, keys)
+
+
+def _switch_left_over(serving: SnapshotStore, pending: Pointer) -> bool:
+    """NEXT names the very version serving already does: a switch was made but NEXT not yet cleared."""
+    current = serving.latest()
+    return pending.published and current is not None and current.version == pending.version
+
+
+def _abandon(store: ReceiptStore, serving: SnapshotStore, pending: Pointer) -> ReembedStart:
+    """Back to the serving model: drop NEXT and send again what only NEXT held (items new since the start).
+
+    Items not yet re-embedded are NONE or PENDING; they are embedded again
+    with the serving model, and the serving snapshot drops their old vectors
+    at its next compaction until then.
+    """
+    serving.next_line().clear()
+    requeued = _requeue_missing_from(store, serving)
+    current = serving.latest()
+    return ReembedStart(serving.kind, current.model or "", current.dimensions, current.model, current.dimensions,
+                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
+
+
+def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None) -> SnapshotStore:
+    """The line a compaction with the configured model writes to, finishing a half-done switch first.
+
+    Raises ModelMismatch with what to do when the configuration fits neither line.
+    """
+    nxt = serving.next_line()
+    pending = nxt.latest()
+    if pending is None:
+        return serving
+    if _switch_left_over(serving, pending):
+        nxt.clear()
+        return serving
+    problem = configuration_problem(serving, model, dimensions)
+    if problem:
+        raise ModelMismatch(problem)
+    return nxt
+
+
+def configuration_problem(serving: SnapshotStore, model: str, dimensions: int | None) -> str | None:
+    """Why compaction with this model could not merge into the kind's collections, or None when it can."""
+    building = serving.next_line().latest()
+    if building is not None and not _switch_left_over(serving, building):
+        if _same((building.model, building.dimensions), (model, dimensions)):
+            return None
+        return (f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
+                f"the configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to "
+                f"finish it, or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead")
+    held = serving_model(serving)
+    if held is None or _same(held, (model, dimensions)):
+        return None
+    return (f"{serving.kind}: the collection holds {held[0]} vectors of {held[1]} dimensions but the configuration "
+            f"asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, or run "
+            f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it")
+
+
+def waiting_for(store: ReceiptStore, serving: SnapshotStore) -> int:
+    """Items the serving snapshot answers for that the NEXT line does not hold yet (NONE or PENDING)."""
+    if serving.latest() is None:
+        return 0
+    answered = item_keys_in(serving)
+    return sum(item.key in answered
+               for status in (Status.NONE, Status.PENDING)
+               for item in store.items_with_status(serving.kind, status.value))
+
+
+def switch_if_complete(store: ReceiptStore, serving: SnapshotStore) -> Pointer | None:
+    """Make NEXT's published version the serving one once nothing the old one answers for is waiting.
+
+    The caller holds the compaction lease and has just published NEXT.
+    """
+    nxt = serving.next_line()
+    pending = nxt.latest()
+    if pending is None or not pending.published or waiting_for(store, serving):
+        return None
+    pointer = serving.write_pointer(pending)
+    nxt.clear()
+    return pointer
+
+
+def reembed_progress(store: ReceiptStore, serving: SnapshotStore) -> dict[str, Any] | None:
+    """Where a running re-embed stands, for `status`; None when none runs."""
+    pending = serving.next_line().latest()
+    if pending is None:
+        return None
+    current = serving.latest()
+    return {
+        "to_model": pending.model, "to_dimensions": pending.dimensions, "next_version": pending.version or None,
+        "next_vectors": pending.vectors,
+        "serving_model": current.model if current else None, "serving_version": current.version if current else None,
+        "waiting": waiting_for(store, serving),
+    }
