@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedding_assets.wiring import Runtime
-
-from embedding_assets.domain.settings import Settings
 from embedding_assets.domain.models import KINDS
+from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.search import Hit, NoSnapshot, search
 from embedding_assets.steps.status import kind_status
+from embedding_assets.wiring import Runtime
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
@@ -22,11 +21,11 @@ def search_receipts(
     """Nearest lines (or words, or both with kind="all") to `text` in the latest published snapshots."""
     runtime = runtime or open_runtime()
     if kind != "all":
-        return search(runtime.snapshots(kind), runtime.provider, text, k, merchant)
+        return search(runtime.vectors(kind), runtime.provider, text, k, merchant)
     hits: list[Hit] = []
     for one in KINDS:
         try:
-            hits += search(runtime.snapshots(one), runtime.provider, text, k, merchant)
+            hits += search(runtime.vectors(one), runtime.provider, text, k, merchant)
         except NoSnapshot:
             continue
     if not hits:
@@ -36,4 +35,4 @@ def search_receipts(
 
 def pipeline_status(kinds: tuple[str, ...] = ("lines",), runtime: Runtime | None = None) -> dict[str, Any]:
     runtime = runtime or open_runtime()
-    return {kind: kind_status(runtime.store, runtime.snapshots(kind)) for kind in kinds}
+    return {kind: kind_status(runtime.store, runtime.vectors(kind)) for kind in kinds}

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from embedding_assets.wiring import resources_from_settings
-from sensors.batch_status import batch_status_sensor
-from sensors.compaction import compaction_sensor
-
-from embedding_assets.domain.settings import Settings
 from embedding_assets.defs.assets import build_kind
 from embedding_assets.domain.models import KINDS
+from embedding_assets.domain.settings import Settings
+from resources.deployment import resources_from_settings
+from sensors.batch_status import batch_status_sensor
+from sensors.compaction import compaction_sensor
 
 KIND_DEFS = {kind: build_kind(kind) for kind in KINDS}
 

@@ -3,10 +3,8 @@
 Bounded work per tick (at most `MAX_POLLS_PER_TICK` provider calls, far under
 the 60 s sensor limit); the cursor remembers where paging stopped, so any
 number of live batches is covered across ticks. The partition and its run are
-requested in one SensorResult, and the run key is the batch id with the count
-of its failed ingest runs, so a batch is ingested once however often it is
-seen finished, and a failed ingest (a broken download) is tried again, up to
-`MAX_INGEST_RUNS` times, rather than left stranded.
+requested in one SensorResult; which runs, and under which run keys, is
+`decisions.decide_ingests`.
 """
 
 
@@ -22,10 +20,8 @@ from dagster import (
 )
 
 from embedding_assets.defs.assets import KindDefinitions
-from embedding_assets.wiring import EmbeddingResource
-
-MAX_POLLS_PER_TICK = 50
-MAX_INGEST_RUNS = 3
+from resources.deployment import EmbeddingResource
+from sensors.decisions import MAX_POLLS_PER_TICK, decide_ingests
 
 
 def failed_ingest_runs(instance: DagsterInstance, job_name: str, batch_id: str) -> int:
@@ -45,15 +41,11 @@ def batch_status_sensor(defs: KindDefinitions):
         ids = [record.batch_id for record in finished]
         known = set(context.instance.get_dynamic_partitions(defs.partitions.name))
         new = [batch_id for batch_id in ids if batch_id not in known]
-        requests = []
-        for batch_id in ids:
-            failures = failed_ingest_runs(context.instance, defs.ingest_job.name, batch_id)
-            if failures < MAX_INGEST_RUNS:
-                requests.append(RunRequest(partition_key=batch_id, run_key=f"{kind}-ingest-{batch_id}-{failures}"))
-            else:
-                context.log.warning(f"batch {batch_id}: ingest failed {failures} times; relaunch it from the UI")
+        decision = decide_ingests(kind, ids, lambda b: failed_ingest_runs(context.instance, defs.ingest_job.name, b))
+        for batch_id in decision.given_up:
+            context.log.warning(f"batch {batch_id}: its ingest failed too often; relaunch it from the UI")
         return SensorResult(
-            run_requests=requests,
+            run_requests=[RunRequest(partition_key=batch_id, run_key=key) for batch_id, key in decision.launch],
             dynamic_partitions_requests=[defs.partitions.build_add_request(new)] if new else [],
             cursor=cursor or "",
         )

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from embedding_assets.domain.settings import Settings
 from embedding_assets.data.demo import generate_receipts
+from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
 from tests.aws_fixtures import aws_backend_env
 

@@ -9,8 +9,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from embedding_assets.domain.settings import Settings
 from embedding_assets.domain.models import PROVIDER_LIVE, Stage
+from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,12 +7,11 @@ import threading
 
 import pytest
 
-from resources.vector_store.chroma import iter_metadatas, persistent_collection
 from embedding_assets.domain.deltas import CorruptDelta
 from embedding_assets.domain.lease import LeaseHeld, LeaseLost
 from embedding_assets.domain.models import Stage, Status
-from resources.vector_store.snapshots import CorruptSnapshot
-
+from embedding_assets.domain.vectors import CorruptSnapshot, iter_metadatas
+from resources.vector_store.chroma import persistent_collection
 from tests.crashes import drive
 
 
@@ -26,7 +25,7 @@ def _ingested(runtime, kind="lines"):
 
 
 def _snapshot_contents(runtime, kind="lines"):
-    directory, pointer = runtime.snapshots(kind).read_copy()
+    directory, pointer = runtime.vectors(kind).read_copy()
     with persistent_collection(directory, kind) as collection:
         rows = sorted(iter_metadatas(collection), key=lambda r: r[0])
         got = collection.get(ids=[r[0] for r in rows], include=["embeddings"])
@@ -54,14 +53,14 @@ def test_two_compactions_at_once_one_gives_way(runtime, demo_receipts):
     compactor = runtime.compactor("lines")
     holder = compactor.store
     gate, release = threading.Event(), threading.Event()
-    original = compactor.snapshots.checkout
+    original = compactor.vectors.checkout
 
     def slow_checkout():
         gate.set()
         release.wait(10)
         return original()
 
-    compactor.snapshots.checkout = slow_checkout
+    compactor.vectors.checkout = slow_checkout
     results = {}
     worker = threading.Thread(target=lambda: results.setdefault("first", compactor.run()))
     worker.start()
@@ -78,7 +77,7 @@ def test_a_compactor_whose_lease_was_taken_over_does_not_publish(runtime, demo_r
     runtime.store.put_receipts(demo_receipts)
     _ingested(runtime)
     compactor = runtime.compactor("lines")
-    original = compactor.snapshots.upload
+    original = compactor.vectors.upload
 
     def paused_upload(directory, version):
         result = original(directory, version)
@@ -87,10 +86,10 @@ def test_a_compactor_whose_lease_was_taken_over_does_not_publish(runtime, demo_r
         assert runtime.store.acquire_lock("chroma-lines-compaction", "someone-else", 60)
         return result
 
-    compactor.snapshots.upload = paused_upload
+    compactor.vectors.upload = paused_upload
     with pytest.raises(LeaseLost):
         compactor.run()
-    assert runtime.snapshots("lines").latest() is None
+    assert runtime.vectors("lines").latest() is None
     assert runtime.store.status_counts("lines").get(Status.SUCCESS.value) is None
 
 
@@ -104,17 +103,17 @@ def test_a_corrupt_delta_is_detected_and_nothing_is_applied(runtime, demo_receip
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptDelta):
         runtime.compactor("lines").run()
-    assert runtime.snapshots("lines").latest() is None
+    assert runtime.vectors("lines").latest() is None
     assert runtime.store.status_counts("lines").get(Status.SUCCESS.value) is None
 
 
 def test_a_truncated_snapshot_archive_is_detected_not_half_applied(runtime, demo_receipts):
     runtime.store.put_receipts(demo_receipts)
     drive(runtime, "lines")
-    pointer = runtime.snapshots("lines").latest()
+    pointer = runtime.vectors("lines").latest()
     archive = runtime.objects.root / pointer.key
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    fresh = runtime.snapshots("lines")
+    fresh = runtime.vectors("lines")
     fresh.root = fresh.root.parent / "elsewhere"  # a machine without the local copy must download
     with pytest.raises(CorruptSnapshot):
         fresh.read_copy()

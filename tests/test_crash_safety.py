@@ -11,11 +11,10 @@ import time
 
 import pytest
 
+from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import snapshot_agreement
-from embedding_assets.domain.models import Stage, Status
 from embedding_assets.wiring import Runtime
-
 from tests.conftest import base_env
 from tests.crashes import drive, kill_during
 
@@ -82,13 +81,13 @@ def test_kill_at_each_step_then_next_run_converges(case, fast_lease_settings, de
     runtime.store.put_receipts(demo_receipts)
     if step == "compact":
         runtime.compactor(kind).run()  # a first, empty version, so "before the swap" has an old one to keep
-        old = runtime.snapshots(kind).latest()
+        old = runtime.vectors(kind).latest()
     batch_id = _run_steps(runtime, kind, before)
 
     kill_during(fast_lease_settings, step, kind, target(runtime), when, batch_id)
 
     if step == "compact" and "before" in case[0]:
-        assert runtime.snapshots(kind).latest() == old, "the old snapshot must stay current"
+        assert runtime.vectors(kind).latest() == old, "the old snapshot must stay current"
         assert runtime.store.status_counts(kind).get(Status.PENDING.value), "items stay PENDING until published"
     time.sleep(LEASE_SECONDS + 0.5)
     drive(runtime, kind)
@@ -97,7 +96,7 @@ def test_kill_at_each_step_then_next_run_converges(case, fast_lease_settings, de
     total = sum(len(r.lines) for r in demo_receipts)
     assert counts.get(Status.SUCCESS.value, 0) + counts.get(Status.NOISE.value, 0) == total, counts
     assert not runtime.store.pending_without_live_batch(kind)
-    agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
+    agreement = snapshot_agreement(runtime.store, runtime.vectors(kind))
     assert agreement.ok, agreement
     for record in runtime.store.list_batches(kind):
         assert len(runtime.provider.find_batches({"batch_id": record.batch_id})) <= 1

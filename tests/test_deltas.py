@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from embedding_assets.domain.deltas import CorruptDelta, DeltaWriter, file_sha256, read_delta, verify_delta
+from embedding_assets.domain.deltas import CorruptDelta, DeltaWriter, read_delta, verify_delta
+from embedding_assets.domain.stamps import file_sha256
 
 
 def _rows(n: int, d: int) -> tuple[list[str], np.ndarray, list[str], list[dict]]:
@@ -82,16 +83,14 @@ def test_checksum_verification_detects_corruption(tmp_path: Path) -> None:
 
 def test_partial_file_removed_on_exception(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
-    with pytest.raises(RuntimeError):
-        with DeltaWriter(path, 4, row_group_size=2) as writer:
-            for i in range(5):
-                writer.add(f"id{i}", np.zeros(4, dtype=np.float32), "doc", {})
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), DeltaWriter(path, 4, row_group_size=2) as writer:
+        for i in range(5):
+            writer.add(f"id{i}", np.zeros(4, dtype=np.float32), "doc", {})
+        raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_wrong_dimensions_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="shape"):
-        with DeltaWriter(tmp_path / "d.parquet", 4) as writer:
-            writer.add("id", np.zeros(5, dtype=np.float32), "doc", {})
+    with pytest.raises(ValueError, match="shape"), DeltaWriter(tmp_path / "d.parquet", 4) as writer:
+        writer.add("id", np.zeros(5, dtype=np.float32), "doc", {})
     assert list(tmp_path.iterdir()) == []

@@ -118,11 +118,11 @@ def test_geometry_in_range_and_words_inside_lines(receipts):
             words_of[w.line_id].append(w)
         for item in r.lines + r.words:
             b = item.box
-            assert 0 <= b.x and b.x + b.width <= 1 and 0 <= b.y and b.y + b.height <= 1
+            assert b.x >= 0 and b.x + b.width <= 1 and b.y >= 0 and b.y + b.height <= 1
             assert b.width > 0 and 0.012 <= b.height <= 0.0315
             assert 0.82 <= item.confidence <= 1.0 and item.confidence == round(item.confidence, 2)
         for line in r.lines:
-            assert 0.85 <= line.confidence
+            assert line.confidence >= 0.85
         for w in r.words:
             lb, wb = lines[w.line_id].box, w.box
             assert (wb.y, wb.height) == (lb.y, lb.height)

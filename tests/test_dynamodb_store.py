@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from embedding_assets.domain.settings import Settings
+from embedding_assets.cli.run import run_kind
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.lease import Lease, LeaseHeld
 from embedding_assets.domain.models import Box, Item, Stage, Status, line_key, receipt_key, word_key
-from embedding_assets.cli.run import run_kind
-from resources.receipt_store import dynamodb as dynamodb_store
+from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
+from resources.receipt_store import dynamodb as dynamodb_store
 from resources.receipt_store.dynamodb import SEED_STATUS, DynamoReceiptStore, dynamodb_client
 from tests.aws_fixtures import aws_backend_env, new_table
 from tests.conftest import base_env
@@ -503,9 +503,8 @@ def test_a_lock_the_seed_holds_is_respected_and_an_expired_one_taken_over(store)
                 "collection": {"S": "lines"}}
 
     store._client.put_item(TableName=store.table_name, Item=seed_lock("2999-01-01T00:00:00+00:00"))
-    with pytest.raises(LeaseHeld):
-        with Lease(store, "chroma-lines-compaction", 60, 30):
-            pass
+    with pytest.raises(LeaseHeld), Lease(store, "chroma-lines-compaction", 60, 30):
+        pass
     assert store.lock_owner("chroma-lines-compaction") == YOU
 
     store._client.put_item(TableName=store.table_name, Item=seed_lock("2024-01-01T00:00:00+00:00"))

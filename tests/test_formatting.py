@@ -8,7 +8,6 @@ from embedding_assets.domain.formatting import (
     word_requests,
 )
 from embedding_assets.domain.models import Status
-
 from tests.helpers import line, word
 
 

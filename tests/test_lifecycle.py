@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from resources.vector_store.chroma import persistent_collection
-from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.domain.models import Status
-
+from embedding_assets.steps.consistency import snapshot_agreement
+from resources.vector_store.chroma import persistent_collection
 from tests.crashes import drive
 
 
 def _vector_ids(runtime, kind):
-    directory, _ = runtime.snapshots(kind).read_copy()
+    directory, _ = runtime.vectors(kind).read_copy()
     with persistent_collection(directory, kind) as collection:
         return set(collection.get(include=[])["ids"])
 
@@ -22,11 +21,11 @@ def test_a_changed_word_is_embedded_again_and_its_vector_replaced(runtime, demo_
     assert runtime.store.set_text("words", word.key, "CORRECTED")
     assert runtime.store.status_counts("words")[Status.NONE.value] == 1
     drive(runtime, "words")
-    directory, _ = runtime.snapshots("words").read_copy()
+    directory, _ = runtime.vectors("words").read_copy()
     with persistent_collection(directory, "words") as collection:
         got = collection.get(ids=[word.key], include=["metadatas"])
     assert got["metadatas"][0]["text"] == "CORRECTED"
-    assert snapshot_agreement(runtime.store, runtime.snapshots("words")).ok
+    assert snapshot_agreement(runtime.store, runtime.vectors("words")).ok
 
 
 def test_a_deleted_receipt_loses_its_vectors_at_the_next_compaction(runtime, demo_receipts):
@@ -40,7 +39,7 @@ def test_a_deleted_receipt_loses_its_vectors_at_the_next_compaction(runtime, dem
     after = _vector_ids(runtime, "lines")
     assert report.published and report.removed == len(before) - len(after) > 0
     assert not any(v.startswith(gone.key) for v in after)
-    assert snapshot_agreement(runtime.store, runtime.snapshots("lines")).ok
+    assert snapshot_agreement(runtime.store, runtime.vectors("lines")).ok
 
 
 def test_failed_items_are_listed_with_their_error_and_can_be_retried(runtime, demo_receipts):
@@ -70,8 +69,8 @@ def test_a_text_change_while_its_batch_is_out_never_leaves_the_old_texts_vector(
 
     assert word.key not in _vector_ids(runtime, "words")
     assert runtime.store.status_counts("words")[Status.NONE.value] == 1
-    assert snapshot_agreement(runtime.store, runtime.snapshots("words")).ok
+    assert snapshot_agreement(runtime.store, runtime.vectors("words")).ok
     drive(runtime, "words")
-    directory, _ = runtime.snapshots("words").read_copy()
+    directory, _ = runtime.vectors("words").read_copy()
     with persistent_collection(directory, "words") as collection:
         assert collection.get(ids=[word.key], include=["metadatas"])["metadatas"][0]["text"] == "CHANGED"

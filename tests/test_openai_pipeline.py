@@ -10,20 +10,21 @@ the configured price.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embedding_assets.data.demo import generate_receipts
 from embedding_assets.domain.batching import Budget
-from resources.vector_store.chroma import persistent_collection
+from embedding_assets.domain.models import PROVIDER_LIVE, Stage, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import snapshot_agreement
-from embedding_assets.data.demo import generate_receipts
-from embedding_assets.domain.models import PROVIDER_LIVE, Stage, Status
 from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
+from resources.vector_store.chroma import persistent_collection
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_tokens, fake_vector
 
 KIND = "lines"
@@ -79,7 +80,7 @@ def drive(runtime: Runtime, rounds: int = 5, pipeline: Pipeline | None = None) -
 
 
 def snapshot_vectors(runtime: Runtime) -> dict[str, np.ndarray]:
-    found = runtime.snapshots(KIND).read_copy()
+    found = runtime.vectors(KIND).read_copy()
     if found is None:
         return {}
     with persistent_collection(found[0], KIND) as collection:
@@ -91,7 +92,7 @@ def assert_sound(runtime: Runtime, api: FakeBatchAPI) -> dict[str, int]:
     """The invariants every scenario ends with; returns the item counts."""
     counts = runtime.store.status_counts(KIND)
     assert not counts.get(Status.PENDING.value), counts
-    assert snapshot_agreement(runtime.store, runtime.snapshots(KIND)).ok
+    assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok
     inputs = api.sent_inputs()
     for vector_id, vector in snapshot_vectors(runtime).items():
         np.testing.assert_allclose(vector, fake_vector(inputs[vector_id], DIMS), atol=1e-6)
@@ -130,7 +131,7 @@ def test_native_size_omits_dimensions_and_search_embeds_the_query_synchronously(
     settle(runtime.pipeline, runtime.store)
     runtime.compactor(KIND).run(quiet)
     custom_id, text = next(iter(fake_api.sent_inputs().items()))
-    hits = search(runtime.snapshots(KIND), runtime.provider, text, k=1)
+    hits = search(runtime.vectors(KIND), runtime.provider, text, k=1)
     assert hits[0].id == custom_id and hits[0].distance == pytest.approx(0.0, abs=1e-4)
     assert "POST /v1/embeddings" in fake_api.calls
 
@@ -209,7 +210,7 @@ def test_cut_downloads_are_fetched_again_whole(runtime, fake_api):
     counts = assert_sound(runtime, fake_api)
     assert fake_api.switches.cut_downloads == 0
     assert counts[Status.SUCCESS.value] + counts.get(Status.NOISE.value, 0) == total_items(runtime)
-    assert not list((Path(runtime.config[1].scratch_dir)).rglob("*.part"))
+    assert not list(runtime.tuning.work_dir.rglob("*.part"))
 
 
 def test_float_vectors_from_a_server_that_ignores_base64(runtime, fake_api):
@@ -231,7 +232,7 @@ def test_lost_create_answer_is_reconciled_not_created_twice(runtime, fake_api):
 def test_crashed_submission_is_adopted_by_the_next_submit(runtime, fake_api):
     runtime.pipeline.prepare(KIND, 100_000, quiet)
     record = runtime.store.list_batches(KIND)[0]
-    file_id = runtime.provider.upload(_input_file(runtime, record, Path(runtime.config[1].scratch_dir)))
+    file_id = runtime.provider.upload(_input_file(runtime, record, runtime.tuning.work_dir))
     runtime.provider.create_batch(file_id, {"batch_id": record.batch_id})  # then the process "died"
     report = runtime.pipeline.submit(KIND, quiet)
     assert report.reconciled == [record.batch_id] and len(fake_api.batches) == 1
@@ -249,8 +250,8 @@ def _input_file(runtime: Runtime, record, scratch: Path) -> Path:
 def test_enqueued_limit_holds_batches_and_a_refusal_sends_one_back_to_prepared(tmp_path, fake_api):
     runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="2600")
     # Files of one receipt each (~1,200 estimated tokens): two fit in the limit at once.
-    pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, Path(runtime.config[1].scratch_dir),
-                        budget=Budget(max_tokens=1300), prices=runtime.pipeline.prices)
+    pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
+                        budget=Budget(max_tokens=1300), settings=runtime.pipeline.settings)
     pipeline.prepare(KIND, 100_000, quiet)
     prepared = runtime.store.list_batches(KIND)
     assert len(prepared) == 4 and all(r.estimated_tokens <= 1300 for r in prepared)
@@ -308,7 +309,7 @@ def test_batch_stuck_in_finalizing_is_reported(runtime, fake_api):
         runtime.pipeline.poll(KIND, 100)
     record = runtime.store.list_batches(KIND)[0]
     assert record.stage == Stage.FINALIZING and record.last_error.startswith("stuck: finalizing for 3.0 h")
-    assert kind_status(runtime.store, runtime.snapshots(KIND))["stuck"] == {record.batch_id: record.last_error}
+    assert kind_status(runtime.store, runtime.vectors(KIND))["stuck"] == {record.batch_id: record.last_error}
 
 
 def test_batch_stuck_past_the_reap_age_is_cancelled_reaped_and_its_items_sent_again(runtime, fake_api):
@@ -319,7 +320,7 @@ def test_batch_stuck_past_the_reap_age_is_cancelled_reaped_and_its_items_sent_ag
         runtime.pipeline.poll(KIND, 100)
     (record,) = runtime.store.list_batches(KIND)
     assert record.stage == Stage.FINALIZING
-    runtime.pipeline.reap_after_seconds = 0
+    runtime.pipeline.settings = replace(runtime.pipeline.settings, reap_after_seconds=0)
 
     finished, _ = runtime.pipeline.poll(KIND, 100)
 
@@ -329,7 +330,7 @@ def test_batch_stuck_past_the_reap_age_is_cancelled_reaped_and_its_items_sent_ag
     assert fake_api.batches_for(record.batch_id)[0]["status"] in ("cancelling", "cancelled")
     assert runtime.store.status_counts(KIND) == {Status.NONE.value: total_items(runtime)}
     fake_api.switches.stuck_finalizing = False
-    runtime.pipeline.reap_after_seconds = 48 * 3600
+    runtime.pipeline.settings = replace(runtime.pipeline.settings, reap_after_seconds=48 * 3600)
     drive(runtime)
     counts = assert_sound(runtime, fake_api)
     assert counts.get(Status.SUCCESS.value, 0) + counts.get(Status.NOISE.value, 0) == total_items(runtime)
@@ -342,8 +343,8 @@ def test_costs_fall_back_to_line_usage_when_the_batch_has_none(runtime, fake_api
 
 
 def test_polling_pages_through_any_number_of_batches_across_calls(runtime, fake_api):
-    pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, Path(runtime.config[1].scratch_dir),
-                        budget=Budget(max_requests=40), prices=runtime.pipeline.prices)
+    pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
+                        budget=Budget(max_requests=40), settings=runtime.pipeline.settings)
     runtime.store.put_receipts(generate_receipts(6, seed=9))
     pipeline.prepare(KIND, 100_000, quiet)
     pipeline.submit(KIND, quiet)
@@ -363,8 +364,8 @@ def test_polling_pages_through_any_number_of_batches_across_calls(runtime, fake_
 def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api):
     from dagster import DagsterInstance
 
-    from embedding_assets.definitions import KIND_DEFS, build_definitions
     from embedding_assets.cli.run import run_kind
+    from embedding_assets.definitions import KIND_DEFS, build_definitions
 
     settings = Settings.from_env(openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02"))
     runtime = Runtime.from_settings(settings)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from embedding_assets.cli import main as cli
-from embedding_assets.domain.settings import ConfigError, Settings
 from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.ports import EnqueuedLimitReached
+from embedding_assets.domain.settings import ConfigError, Settings
 from resources.providers import openai_batch as openai_provider
 from resources.providers.openai_batch import DownloadFailed, OpenAIBatchProvider
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_vector

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from embedding_assets.steps.consistency import snapshot_agreement
+from embedding_assets.cli.run import run_kind
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.models import Stage, Status
-from embedding_assets.cli.run import run_kind
+from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
 
@@ -32,7 +32,7 @@ def test_pipeline_embeds_every_item_once_and_a_second_run_does_nothing(seeded, i
     assert first.embedded == counts[Status.SUCCESS.value] and not first.timed_out
     assert first.snapshot_version == 1 and first.vectors > 0
     assert all(b.stage == Stage.COMPACTED for b in runtime.store.list_batches(kind))
-    agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
+    agreement = snapshot_agreement(runtime.store, runtime.vectors(kind))
     assert agreement.ok and agreement.success == counts[Status.SUCCESS.value]
 
     second = run_kind(defs, KIND_DEFS[kind], runtime, instance, timeout=60, poll_seconds=0.1, progress=lambda _: None)
@@ -52,6 +52,6 @@ def test_search_finds_a_line_by_its_own_text_and_filters_by_merchant(seeded, ins
     run_kind(build_definitions(settings), KIND_DEFS["lines"], runtime, instance, timeout=120, poll_seconds=0.1,
              progress=lambda _: None)
     merchant = demo_receipts[0].merchant_name
-    hits = search(runtime.snapshots("lines"), runtime.provider, "TOTAL", k=3, merchant=merchant)
+    hits = search(runtime.vectors("lines"), runtime.provider, "TOTAL", k=3, merchant=merchant)
     assert hits and all(h.merchant_name == merchant for h in hits)
     assert hits == sorted(hits, key=lambda h: h.distance)

@@ -7,14 +7,15 @@ NONE (an attempt spent) and the next run embeds them through a new batch.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import snapshot_agreement
-from embedding_assets.domain.models import Stage, Status
 from embedding_assets.steps.status import kind_status
 from embedding_assets.wiring import Runtime
-
 from tests.conftest import base_env
 from tests.crashes import drive, kill_during
 
@@ -39,7 +40,7 @@ def _assert_converged(runtime: Runtime, receipts) -> None:
     total = sum(len(r.lines) for r in receipts)
     assert counts.get(Status.SUCCESS.value, 0) + counts.get(Status.NOISE.value, 0) == total, counts
     assert not runtime.store.pending_without_live_batch(KIND)
-    assert snapshot_agreement(runtime.store, runtime.snapshots(KIND)).ok
+    assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_a_batch_unanswered_past_the_reap_age_is_reaped(settings, demo_receipts,
         runtime.pipeline.poll(KIND, 1000)  # within the age: kept, the error on the record
     assert runtime.store.get_batch(record.batch_id).stage == Stage.IN_PROGRESS
     assert runtime.store.get_batch(record.batch_id).last_error == "poll: the provider does not answer"
-    runtime.pipeline.reap_after_seconds = 0
+    runtime.pipeline.settings = replace(runtime.pipeline.settings, reap_after_seconds=0)
     with pytest.raises(TimeoutError):
         runtime.pipeline.poll(KIND, 1000)
     reaped = runtime.store.get_batch(record.batch_id)
@@ -111,7 +112,7 @@ def test_status_names_reaped_batches(settings, demo_receipts):
     (record,) = _submitted(runtime)
     _forget_at_provider(settings, record)
     runtime.pipeline.poll(KIND, 1000)
-    status = kind_status(runtime.store, runtime.snapshots(KIND))
+    status = kind_status(runtime.store, runtime.vectors(KIND))
     assert status["reaped"] == {record.batch_id: runtime.store.get_batch(record.batch_id).last_error}
 
 

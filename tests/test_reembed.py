@@ -15,19 +15,18 @@ import pytest
 from dagster import SkipReason, build_sensor_context
 
 from embedding_assets.cli import main as cli
-from resources.vector_store.chroma import ModelMismatch, persistent_collection
-from embedding_assets.domain.settings import Settings
-from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.models import Stage, Status
+from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.vectors import NEXT, ModelMismatch
+from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.reembed import NothingToReembed
 from embedding_assets.steps.search import search
-from resources.vector_store.snapshots import NEXT
 from embedding_assets.steps.status import kind_status
 from embedding_assets.wiring import Runtime
 from resources.providers.local import MODEL as LOCAL_MODEL
+from resources.vector_store.chroma import persistent_collection
 from sensors.compaction import compaction_sensor
-
 from tests.conftest import BACKENDS, base_env
 from tests.crashes import drive, kill_during
 
@@ -47,14 +46,14 @@ def _with_dimensions(settings: Settings, dimensions: int) -> Runtime:
 
 def _collection_dimensions(runtime: Runtime) -> tuple[int, set[int]]:
     """The size recorded on the serving collection, and the sizes of the vectors in it."""
-    directory, _ = runtime.snapshots(KIND).read_copy()
+    directory, _ = runtime.vectors(KIND).read_copy()
     with persistent_collection(directory, KIND) as collection:
         got = collection.get(include=["embeddings"])
         return int(collection.metadata["dimensions"]), {len(v) for v in got["embeddings"]}
 
 
 def _hits(runtime: Runtime) -> list[tuple[str, float]]:
-    return [(h.id, round(h.distance, 5)) for h in search(runtime.snapshots(KIND), runtime.provider, "TOTAL", k=5)]
+    return [(h.id, round(h.distance, 5)) for h in search(runtime.vectors(KIND), runtime.provider, "TOTAL", k=5)]
 
 
 def _step(runtime: Runtime, max_items: int) -> None:
@@ -90,20 +89,20 @@ def test_reembed_builds_beside_the_old_collection_and_switches_when_complete(emb
     assert new.store.status_counts(KIND).get(Status.SUCCESS.value, 0) == 0
     assert _hits(new) == before, "search answers from the old collection, with its own model"
     _step(new, max_items=10)
-    progress = kind_status(new.store, new.snapshots(KIND))["reembed"]
+    progress = kind_status(new.store, new.vectors(KIND))["reembed"]
     assert progress["to_dimensions"] == NEW and progress["next_version"] == 2 and progress["waiting"] > 0
-    assert new.snapshots(KIND).latest().version == 1 and _hits(new) == before
-    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok, "SUCCESS matches the collection being built"
+    assert new.vectors(KIND).latest().version == 1 and _hits(new) == before
+    assert snapshot_agreement(new.store, new.vectors(KIND)).ok, "SUCCESS matches the collection being built"
 
     drive(new, KIND)
 
-    serving = new.snapshots(KIND).latest()
+    serving = new.vectors(KIND).latest()
     assert serving.dimensions == NEW and serving.version > 2
-    assert new.snapshots(KIND).next_line().latest() is None
+    assert new.vectors(KIND).next_line().latest() is None
     assert _collection_dimensions(new) == (NEW, {NEW})
     assert new.store.status_counts(KIND)[Status.SUCCESS.value] == success
-    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
-    hits = search(new.snapshots(KIND), new.provider, "TOTAL", k=5)
+    assert snapshot_agreement(new.store, new.vectors(KIND)).ok
+    hits = search(new.vectors(KIND), new.provider, "TOTAL", k=5)
     assert hits and {h.metadata["dimensions"] for h in hits} == {NEW}
     with pytest.raises(NothingToReembed):
         new.start_reembed(KIND)
@@ -131,8 +130,8 @@ def test_a_batch_of_the_old_model_in_flight_at_the_start_is_not_merged(settings,
     assert new.store.get_batch(in_flight.batch_id).last_error.startswith("superseded: embedded with")
     drive(new, KIND)
     assert _collection_dimensions(new) == (NEW, {NEW})
-    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
-    directory, _ = new.snapshots(KIND).read_copy()
+    assert snapshot_agreement(new.store, new.vectors(KIND)).ok
+    directory, _ = new.vectors(KIND).read_copy()
     with persistent_collection(directory, KIND) as collection:
         assert collection.get(ids=[edited.key], include=["documents"])["documents"][0] is not None
 
@@ -157,14 +156,14 @@ def test_a_second_reembed_command_resumes_after_a_kill_before_anything_was_sent_
 
     kill_during(_resized(settings, NEW), "reembed", KIND, f"{store_cls.__module__}:{store_cls.__name__}.requeue")
 
-    assert new.snapshots(KIND).next_line().latest() is not None
+    assert new.vectors(KIND).next_line().latest() is not None
     assert new.store.status_counts(KIND)[Status.SUCCESS.value] == success
     time.sleep(LEASE_SECONDS + 0.5)  # the dead child's lease runs out
     start = new.start_reembed(KIND)
     assert start.resumed and start.requeued == success
     drive(new, KIND)
-    assert new.snapshots(KIND).latest().dimensions == NEW
-    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+    assert new.vectors(KIND).latest().dimensions == NEW
+    assert snapshot_agreement(new.store, new.vectors(KIND)).ok
 
 
 def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_compaction(embedded_with_short_lease):
@@ -178,13 +177,13 @@ def test_a_kill_between_the_switch_and_clearing_next_is_finished_by_the_next_com
 
     kill_during(_resized(settings, NEW), "compact", KIND, "resources.vector_store.snapshots:SnapshotStore.clear")
 
-    serving, building = new.snapshots(KIND).latest(), new.snapshots(KIND).next_line().latest()
+    serving, building = new.vectors(KIND).latest(), new.vectors(KIND).next_line().latest()
     assert serving == building and serving.dimensions == NEW, "switched, NEXT not yet cleared"
     time.sleep(LEASE_SECONDS + 0.5)
     report = new.compactor(KIND).run()
-    assert report.line != NEXT and new.snapshots(KIND).next_line().latest() is None
+    assert report.line != NEXT and new.vectors(KIND).next_line().latest() is None
     assert new.store.status_counts(KIND).get(Status.PENDING.value, 0) == 0
-    assert snapshot_agreement(new.store, new.snapshots(KIND)).ok
+    assert snapshot_agreement(new.store, new.vectors(KIND)).ok
 
 
 def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_path, monkeypatch, capsys):
@@ -210,8 +209,8 @@ def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_pat
     status = json.loads(capsys.readouterr().out)["lines"]
     assert status["reembed"] is None and status["snapshot_version"] >= 2
     runtime = Runtime.from_settings(Settings.from_env())
-    assert runtime.snapshots(KIND).latest().dimensions == NEW
-    assert snapshot_agreement(runtime.store, runtime.snapshots(KIND)).ok
+    assert runtime.vectors(KIND).latest().dimensions == NEW
+    assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok
 
 
 def test_the_compaction_sensor_asks_once_per_version_whether_a_reembed_can_switch(settings, instance, demo_receipts):
@@ -240,12 +239,12 @@ def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_re
 
     start = old.start_reembed(KIND)
 
-    assert start.abandoned and old.snapshots(KIND).next_line().latest() is None
+    assert start.abandoned and old.vectors(KIND).next_line().latest() is None
     drive(old, KIND)
-    assert old.snapshots(KIND).latest().dimensions == OLD
+    assert old.vectors(KIND).latest().dimensions == OLD
     assert _collection_dimensions(old) == (OLD, {OLD})
     assert old.store.status_counts(KIND)[Status.SUCCESS.value] == success
-    assert snapshot_agreement(old.store, old.snapshots(KIND)).ok
+    assert snapshot_agreement(old.store, old.vectors(KIND)).ok
 
 
 def test_run_refuses_a_model_the_collection_does_not_hold_before_sending_anything(tmp_path, monkeypatch, capsys):

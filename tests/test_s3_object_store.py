@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from embedding_assets.domain.ports import ObjectNotFound
-from resources.vector_store.snapshots import SnapshotStore
+from embedding_assets.domain.vectors import Staged
 from resources.object_store import s3 as s3_object_store
 from resources.object_store.s3 import S3ObjectStore, create_buckets
+from resources.vector_store.snapshots import SnapshotStore
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_snapshot_publish_and_read_back_over_s3(objects, tmp_path):
     for version in (1, 2):
         (source / "data.bin").write_bytes(f"v{version}".encode())
         key, sha = snapshots.upload(source, version)
-        snapshots.swap(version, key, sha, vectors=version)
+        snapshots.swap(Staged(version, key, sha), vectors=version)
     assert snapshots.prune() == ["snapshots/lines/00000001/chroma.tar"]
 
     copy, pointer = snapshots.read_copy()

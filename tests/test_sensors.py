@@ -6,7 +6,7 @@ from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_conte
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.models import Stage
-from sensors import batch_status
+from sensors import batch_status, decisions
 from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
 
@@ -50,11 +50,11 @@ def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtim
     (batch_id,) = [b.batch_id for b in runtime.store.list_batches("lines")]
     job = defs.resolve_job_def("lines_ingest_delta")
     keys = []
-    for _ in range(batch_status.MAX_INGEST_RUNS + 1):
+    for _ in range(decisions.MAX_INGEST_RUNS + 1):
         with build_sensor_context(instance=instance, resources=defs.resources) as context:
             keys.append([r.run_key for r in sensor(context).run_requests])
         instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags={"dagster/partition": batch_id})
-    assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(batch_status.MAX_INGEST_RUNS)] + [[]]
+    assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
 
 
 def test_batch_status_sensor_pages_through_live_batches_across_ticks(settings, runtime, instance, demo_receipts, monkeypatch):

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.domain.models import BatchRecord, Box, Item, Receipt, Stage, Status, line_key, receipt_key, word_key
+from embedding_assets.domain.models import (
+    BatchRecord,
+    Box,
+    Item,
+    Receipt,
+    Stage,
+    Status,
+    line_key,
+    receipt_key,
+    word_key,
+)
 from resources.receipt_store.sqlite import SqliteReceiptStore
 
 

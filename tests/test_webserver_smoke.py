@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.domain.settings import Settings
 from embedding_assets.data.demo import generate_receipts
+from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from embedding_assets.domain.settings import ConfigError, Settings
 from embedding_assets.domain.models import KINDS
+from embedding_assets.domain.settings import ConfigError, Settings
 
 KIND_CHOICES = KINDS
 
@@ -65,9 +65,9 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
     from dagster import DagsterInstance
 
     from embedding_assets.api import open_runtime
-    from resources.vector_store.chroma import ModelMismatch
-    from embedding_assets.definitions import KIND_DEFS, build_definitions
     from embedding_assets.cli.run import RunFailed, run_kind
+    from embedding_assets.definitions import KIND_DEFS, build_definitions
+    from embedding_assets.domain.vectors import ModelMismatch
 
     defs = build_definitions(settings)
     runtime = open_runtime(settings)
@@ -104,7 +104,7 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
 
 def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
     from embedding_assets.api import open_runtime
-    from resources.vector_store.chroma import ModelMismatch
+    from embedding_assets.domain.vectors import ModelMismatch
     from embedding_assets.steps.reembed import NothingToReembed
 
     runtime = open_runtime(settings)

@@ -3,7 +3,8 @@
 This is what `receipt-embeddings run` (and `make run`) does: the same jobs the
 sensors would launch, on the same instance (`DAGSTER_HOME`), so the runs show
 up in the UI afterwards. The status check between runs is the sensor's own
-step (`Pipeline.poll`).
+step (`Pipeline.poll`), and what to launch after it is decided by the
+sensors' own decision functions (`sensors.decisions`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from embedding_assets.wiring import Runtime
-
-from resources.vector_store.chroma import ModelMismatch
 from embedding_assets.defs.assets import KindDefinitions
 from embedding_assets.domain.models import Stage, Status
+from embedding_assets.domain.vectors import ModelMismatch
 from embedding_assets.steps.reembed import configuration_problem
+from embedding_assets.wiring import Runtime
+from sensors.batch_status import failed_ingest_runs
+from sensors.decisions import decide_compaction, decide_ingests
 
 
 @dataclass
@@ -63,7 +65,7 @@ def _execute(defs: Definitions, instance: DagsterInstance, job_name: str, summar
 def _compact(defs: Definitions, instance: DagsterInstance, kind_defs: KindDefinitions, runtime: Runtime,
              summary: RunSummary, progress: Callable[[str], None]) -> None:
     kind = kind_defs.kind
-    serving = runtime.snapshots(kind)
+    serving = runtime.vectors(kind)
     into = " into the re-embed (NEXT) collection" if serving.next_line().latest() is not None else ""
     progress(f"[{kind}] compact{into}")
     _execute(defs, instance, kind_defs.compaction_job.name, summary)
@@ -82,7 +84,7 @@ def run_kind(
     kind = kind_defs.kind
     started = time.monotonic()
     summary = RunSummary(kind)
-    problem = configuration_problem(runtime.snapshots(kind), runtime.provider.model, runtime.provider.dimensions)
+    problem = configuration_problem(runtime.vectors(kind), runtime.provider.model, runtime.provider.dimensions)
     if problem:
         raise ModelMismatch(problem)  # before anything is sent: compaction could not merge what it brings back
     before = runtime.store.status_counts(kind)
@@ -99,14 +101,19 @@ def run_kind(
             _execute(defs, instance, kind_defs.create_job.name, summary,
                      asset_selection=[AssetKey([kind, "submitted_batches"])])
         finished, _ = runtime.pipeline.poll(kind, limit=10_000)
+        job = kind_defs.ingest_job.name
+        ingests = decide_ingests(kind, [r.batch_id for r in finished], lambda b: failed_ingest_runs(instance, job, b))
         known = set(instance.get_dynamic_partitions(kind_defs.partitions.name))
-        for record in finished:
-            if record.batch_id not in known:
-                instance.add_dynamic_partitions(kind_defs.partitions.name, [record.batch_id])
-            progress(f"[{kind}] ingest batch {record.batch_id} ({record.stage.value})")
-            _execute(defs, instance, kind_defs.ingest_job.name, summary, partition_key=record.batch_id)
+        for batch_id, _ in ingests.launch:
+            if batch_id not in known:
+                instance.add_dynamic_partitions(kind_defs.partitions.name, [batch_id])
+            progress(f"[{kind}] ingest batch {batch_id}")
+            _execute(defs, instance, job, summary, partition_key=batch_id)
             summary.deltas += 1
-        if runtime.store.list_batches(kind, [Stage.DELTA_READY]):
+        for batch_id in ingests.given_up:
+            progress(f"[{kind}] batch {batch_id}: its ingest failed too often; relaunch it from the UI")
+        waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
+        if decide_compaction(waiting, None, None).run:
             _compact(defs, instance, kind_defs, runtime, summary, progress)
         counts = runtime.store.status_counts(kind)
         summary.pending = counts.get(Status.PENDING.value, 0)
@@ -117,13 +124,14 @@ def run_kind(
             break
         progress(f"[{kind}] waiting for {summary.pending} pending items")
         time.sleep(poll_seconds)
-    if not summary.timed_out and runtime.snapshots(kind).next_line().latest() is not None:
+    building = runtime.vectors(kind).next_line().latest()
+    if not summary.timed_out and decide_compaction(0, building, None).run:
         # Nothing was left to merge, but a re-embed may be complete (a deletion, or a crash before its switch).
         _compact(defs, instance, kind_defs, runtime, summary, progress)
-    pointer = runtime.snapshots(kind).latest()
+    pointer = runtime.vectors(kind).latest()
     summary.snapshot_version = pointer.version if pointer else None
     summary.vectors_of = pointer.vectors_of if pointer else None
-    summary.reembed_waiting = runtime.snapshots(kind).next_line().latest() is not None
+    summary.reembed_waiting = runtime.vectors(kind).next_line().latest() is not None
     summary.vectors = pointer.vectors if pointer else 0
     summary.embedded = counts.get(Status.SUCCESS.value, 0) - before.get(Status.SUCCESS.value, 0)
     summary.failed = counts.get(Status.FAILED.value, 0)

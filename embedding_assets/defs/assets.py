@@ -28,15 +28,16 @@ from dagster import (
     define_asset_job,
 )
 
-from embedding_assets.wiring import EmbeddingResource
-
-from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.domain.models import Stage
+from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.status import reaped_batches, stuck_batches
+from resources.deployment import EmbeddingResource
 
 
 class CreateBatchesConfig(Config):
-    max_items: int = 500_000
+    """`max_items`: at most this many items per run; unset means `MAX_ITEMS_PER_RUN` (500,000)."""
+
+    max_items: int | None = None
 
 
 @dataclass
@@ -72,7 +73,7 @@ def build_kind(kind: str) -> KindDefinitions:
     ) -> MaterializeResult:
         started = time.monotonic()
         runtime = embedding.open()
-        report = runtime.pipeline.prepare(kind, config.max_items, context.log.info)
+        report = runtime.pipeline.prepare(kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info)
         return MaterializeResult(metadata={
             "receipts": report.receipts, "items": report.items, "requests": report.requests,
             "batches": len(report.batches), "noise": report.noise, "truncated": report.truncated,
@@ -126,7 +127,7 @@ def build_kind(kind: str) -> KindDefinitions:
                  description="Every SUCCESS item is in the latest snapshot, and every vector there is a SUCCESS item.")
     def success_matches_snapshot(embedding: EmbeddingResource) -> AssetCheckResult:
         runtime = embedding.open()
-        agreement = snapshot_agreement(runtime.store, runtime.snapshots(kind))
+        agreement = snapshot_agreement(runtime.store, runtime.vectors(kind))
         return AssetCheckResult(passed=agreement.ok, severity=AssetCheckSeverity.ERROR, metadata={
             "success_items": agreement.success, "items_in_snapshot": agreement.in_snapshot,
             "success_missing_from_snapshot": agreement.missing_count,
@@ -138,7 +139,7 @@ def build_kind(kind: str) -> KindDefinitions:
     @asset_check(asset=submitted_batches, name="no_pending_without_batch",
                  description="No item is PENDING unless a live batch record owns it.")
     def no_pending_without_batch(embedding: EmbeddingResource) -> AssetCheckResult:
-        stranded = embedding.receipt_store.open().pending_without_live_batch(kind)
+        stranded = embedding.open().store.pending_without_live_batch(kind)
         return AssetCheckResult(passed=not stranded, severity=AssetCheckSeverity.WARN, metadata={
             "stranded_items": len(stranded),
             "batches": MetadataValue.json(sorted({b or "(none)" for _, b in stranded})[:20]),
@@ -148,7 +149,7 @@ def build_kind(kind: str) -> KindDefinitions:
     @asset_check(asset=submitted_batches, name="no_stuck_batches",
                  description="No batch in flight is stuck; names those that are, and the batches reaped lately.")
     def no_stuck_batches(embedding: EmbeddingResource) -> AssetCheckResult:
-        batches = embedding.receipt_store.open().list_batches(kind)
+        batches = embedding.open().store.list_batches(kind)
         stuck, reaped = stuck_batches(batches), reaped_batches(batches)
         return AssetCheckResult(passed=not stuck, severity=AssetCheckSeverity.WARN, metadata={
             "stuck_batches": len(stuck), "stuck": MetadataValue.json(stuck),

@@ -16,7 +16,6 @@ compactor refuse a file that changed or broke in the object store.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_CHUNK = 1 << 20
+from embedding_assets.domain.stamps import file_sha256
 
 
 class CorruptDelta(ValueError):
@@ -180,13 +179,6 @@ def read_delta(path: Path, batch_rows: int = 5000) -> Iterator[DeltaChunk]:
         except (pa.ArrowException, orjson.JSONDecodeError) as exc:
             raise CorruptDelta(f"{path}: unreadable delta ({exc})") from exc
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_delta(path: Path, sha256: str) -> None:

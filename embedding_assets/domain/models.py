@@ -49,8 +49,19 @@ class Stage(str, enum.Enum):
 
 PROVIDER_LIVE = frozenset({Stage.SUBMITTED, Stage.VALIDATING, Stage.IN_PROGRESS, Stage.FINALIZING, Stage.CANCELLING})
 PROVIDER_TERMINAL = frozenset({Stage.COMPLETED, Stage.FAILED, Stage.EXPIRED, Stage.CANCELLED})
+# The same, as the status strings a provider reports.
+PROVIDER_TERMINAL_STATUSES = frozenset(stage.value for stage in PROVIDER_TERMINAL)
 # Stages in which a batch still owns its PENDING items.
 OWNS_ITEMS = frozenset({Stage.PREPARED}) | PROVIDER_LIVE | PROVIDER_TERMINAL | {Stage.DELTA_READY}
+
+
+def batch_keys(kind: str, batch_id: str) -> tuple[str, str, str]:
+    """(request file, manifest, delta) keys of one batch in the object store."""
+    return (
+        f"batches/{kind}/{batch_id}.jsonl",
+        f"batches/{kind}/{batch_id}.manifest.jsonl",
+        f"deltas/{kind}/{batch_id}.parquet",
+    )
 
 
 def receipt_key(image_id: str, receipt_id: int) -> str:

@@ -1,13 +1,14 @@
-"""The three outside parts the pipeline talks to, as protocols.
+"""The four outside parts the pipeline talks to, as protocols.
 
-Each has an embedded implementation (SQLite, a local folder, an offline model)
-and a production one (DynamoDB, S3, OpenAI); the steps in `pipeline` only see
-these methods, which is what lets both run the same code paths.
+Each has an embedded implementation (SQLite, a local folder, an offline model,
+Chroma snapshots) and a production one (DynamoDB, S3, OpenAI); the steps only
+see these methods, which is what lets both run the same code paths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedding_assets.domain.models import BatchRecord, Item, Receipt, Stage
+from embedding_assets.domain.vectors import Pointer, Staged
 
 
 class ReceiptStore(Protocol):
@@ -197,3 +199,87 @@ class BatchProvider(Protocol):
         `model`/`dimensions` default to the configured ones; search names the
         serving collection's own, which differ while a re-embed runs.
         """
+
+
+class VectorCollection(Protocol):
+    """One opened collection, in Chroma's terms (a Chroma `Collection` is one, local or on a server)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metadata(self) -> Any: ...
+
+    def count(self) -> int: ...
+
+    def get(self, ids: Any = None, where: Any = None, limit: Any = None, offset: Any = None,
+            where_document: Any = None, include: Any = ...) -> Any: ...
+
+    def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
+            images: Any = None, uris: Any = None) -> None: ...
+
+    def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
+               images: Any = None, uris: Any = None) -> None: ...
+
+    def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None: ...
+
+    def query(self, query_embeddings: Any = None, query_texts: Any = None, query_images: Any = None,
+              query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
+              where_document: Any = None, include: Any = ...) -> Any: ...
+
+
+class VectorLine(Protocol):
+    """One line (serving or NEXT) of a kind's collection versions, wherever they are kept.
+
+    Writing is: `writable()` (a working collection at the pointer's version),
+    `stage(version)` once it is closed (readers could fetch it, none is told),
+    then `swap` (the atomic switch) and `mark_clean`. A crash anywhere before
+    the swap leaves the old version serving; see each adapter for how it
+    notices a dirty working copy.
+    """
+
+    kind: str
+    line: str
+
+    def next_line(self) -> VectorLine: ...
+
+    def serving_line(self) -> VectorLine: ...
+
+    def target(self) -> VectorLine:
+        """The line compaction writes to and the invariant is checked on: NEXT while a re-embed runs."""
+
+    def latest(self) -> Pointer | None: ...
+
+    def next_version(self) -> int:
+        """One past the newest version of either line, so the two never share a version."""
+
+    def write_pointer(self, pointer: Pointer) -> Pointer: ...
+
+    def clear(self) -> None:
+        """Remove this line's pointer (NEXT, once switched or abandoned)."""
+
+    def writable(self, model: str, dimensions: int | None) -> AbstractContextManager[tuple[VectorCollection, Pointer | None]]:
+        """The working collection at the pointer's version (created for `model` when new), closed on exit.
+
+        Raises ModelMismatch when it holds another model's vectors.
+        """
+
+    def readable(self) -> AbstractContextManager[VectorCollection | None]:
+        """The latest published version for reading, or None when nothing is published."""
+
+    def stage(self, version: int) -> Staged: ...
+
+    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None) -> Pointer:
+        """The atomic switch readers see; the caller re-checks its lease right before."""
+
+    def mark_clean(self, version: int) -> None: ...
+
+    def prune(self) -> list[str]:
+        """Drop old versions beyond those kept; both lines' current versions are always kept."""
+
+
+class VectorStore(Protocol):
+    """Where each kind's collection versions live (snapshot archives, or a Chroma server)."""
+
+    def line(self, kind: str) -> VectorLine:
+        """The kind's serving line (its `next_line()` is the re-embed's)."""

@@ -37,8 +37,6 @@ class Settings:
     chromadb_bucket: str | None
     aws_endpoint_url: str | None
     chroma_persist_directory: Path
-    chroma_host: str | None
-    chroma_port: int
     chunk_size: int
     heartbeat_interval_seconds: float
     lock_duration_minutes: float
@@ -99,8 +97,6 @@ class Settings:
             chromadb_bucket=chromadb_bucket,
             aws_endpoint_url=reader.text("AWS_ENDPOINT_URL"),
             chroma_persist_directory=Path(reader.text("CHROMA_PERSIST_DIRECTORY") or data_dir / "chroma").absolute(),
-            chroma_host=reader.text("CHROMA_HOST"),
-            chroma_port=reader.integer("CHROMA_PORT", 8000, minimum=1, maximum=65535),
             chunk_size=reader.integer("CHUNK_SIZE", 5000, minimum=1, maximum=5461),
             heartbeat_interval_seconds=reader.number("HEARTBEAT_INTERVAL_SECONDS", 30.0, minimum=0.1),
             lock_duration_minutes=reader.number("LOCK_DURATION_MINUTES", 5.0, minimum=0.01),

@@ -25,16 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from resources.vector_store.chroma import iter_metadatas, persistent_collection
 from embedding_assets.domain.deltas import read_delta, verify_delta
 from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import BatchRecord, Stage, Status
-from embedding_assets.domain.ports import ObjectStore, ReceiptStore
+from embedding_assets.domain.ports import ObjectStore, ReceiptStore, VectorCollection, VectorLine
+from embedding_assets.domain.vectors import NEXT, SERVING, iter_metadatas
 from embedding_assets.steps.reembed import compaction_target, switch_if_complete
-from resources.vector_store.snapshots import NEXT, SERVING, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ class CompactionReport:
     seconds: float = 0.0
 
 
-def _line_name(line: SnapshotStore) -> str:
+def _line_name(line: VectorLine) -> str:
     return "re-embed (NEXT)" if line.line == NEXT else "serving"
 
 
@@ -66,7 +64,7 @@ def _line_name(line: SnapshotStore) -> str:
 class Compactor:
     store: ReceiptStore
     objects: ObjectStore
-    snapshots: SnapshotStore
+    vectors: VectorLine
     model: str
     dimensions: int | None
     lock_ttl_seconds: float = 300.0
@@ -78,19 +76,18 @@ class Compactor:
 
     @property
     def kind(self) -> str:
-        return self.snapshots.kind
+        return self.vectors.kind
 
     def run(self, progress: Callable[[str], None] = log.info) -> CompactionReport:
         started = time.monotonic()
         report = CompactionReport(self.kind)
         with Lease(self.store, compaction_lease(self.kind), self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
-            target = compaction_target(self.snapshots, self.model, self.dimensions)
+            target = compaction_target(self.vectors, self.model, self.dimensions)
             report.line = target.line
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
-            directory, pointer = target.checkout()
             embedded: dict[str, list[str]] = {}
-            with persistent_collection(directory, self.kind, self.model, self.dimensions) as collection:
+            with target.writable(self.model, self.dimensions) as (collection, pointer):
                 for record in records:
                     embedded[record.batch_id] = self._apply(collection, record, report, lease)
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
@@ -98,12 +95,11 @@ class Compactor:
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
             if report.added or report.updated or report.removed or (unpublished and records):
-                version = self.snapshots.next_version()
-                key, sha = target.upload(directory, version)
+                staged = target.stage(self.vectors.next_version())
                 lease.check()
-                pointer = target.swap(version, key, sha, vectors, self.model, self.dimensions)
+                pointer = target.swap(staged, vectors, self.model, self.dimensions)
                 report.published = True
-                progress(f"{self.kind}: published {_line_name(target)} snapshot v{version} "
+                progress(f"{self.kind}: published {_line_name(target)} snapshot v{staged.version} "
                          f"({vectors} vectors, {report.removed} removed)")
             if pointer is None or not pointer.published:
                 report.seconds = time.monotonic() - started
@@ -117,12 +113,12 @@ class Compactor:
                     self.objects.delete(record.delta_key)
             if target.line == NEXT:
                 lease.check()
-                switched = switch_if_complete(self.store, self.snapshots)
+                switched = switch_if_complete(self.store, self.vectors)
                 report.switched = switched is not None
                 if switched:
                     progress(f"{self.kind}: re-embed complete, search now answers from v{switched.version} "
                              f"({switched.vectors_of}, {switched.vectors} vectors)")
-            report.pruned = self.snapshots.prune()
+            report.pruned = self.vectors.prune()
         report.seconds = time.monotonic() - started
         return report
 
@@ -136,7 +132,7 @@ class Compactor:
         owner = {item.key: item.batch_id for item in self.store.items_with_status(self.kind, Status.PENDING.value)}
         return {key for batch_id, keys in embedded.items() for key in keys if owner.get(key) == batch_id}
 
-    def _remove_stale(self, collection: Any, being_marked: set[str]) -> int:
+    def _remove_stale(self, collection: VectorCollection, being_marked: set[str]) -> int:
         """Delete vectors that stand for no embedded item any more (deleted, or text changed and not yet re-embedded).
 
         Scans the whole collection against the store's SUCCESS items, so a
@@ -149,7 +145,7 @@ class Compactor:
             collection.delete(ids=stale[start:start + self.chunk_size])
         return len(stale)
 
-    def _apply(self, collection: Any, record: BatchRecord, report: CompactionReport, lease: Lease) -> list[str]:
+    def _apply(self, collection: VectorCollection, record: BatchRecord, report: CompactionReport, lease: Lease) -> list[str]:
         """Merge one delta; returns the item keys its vectors stand for."""
         if not record.delta_key:
             return []

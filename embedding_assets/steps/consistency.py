@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from resources.vector_store.chroma import iter_metadatas, persistent_collection
 from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Status
-from embedding_assets.domain.ports import ReceiptStore
-from resources.vector_store.snapshots import SnapshotStore
+from embedding_assets.domain.ports import ReceiptStore, VectorLine
+from embedding_assets.domain.vectors import iter_metadatas
 
 SAMPLE = 10
 
@@ -41,24 +40,22 @@ class Agreement:
         return self.missing_count == 0 and self.extra_count == 0
 
 
-def item_keys_in(snapshots: SnapshotStore) -> set[str]:
+def item_keys_in(line: VectorLine) -> set[str]:
     """Every item a line's latest published version holds a vector for."""
-    found = snapshots.read_copy()
-    if found is None:
-        return set()
-    with persistent_collection(found[0], snapshots.kind) as collection:
+    with line.readable() as collection:
+        if collection is None:
+            return set()
         return {key for vector_id, meta in iter_metadatas(collection) for key in item_keys_of_vector(vector_id, meta or {})}
 
 
-def snapshot_agreement(store: ReceiptStore, snapshots: SnapshotStore) -> Agreement:
-    snapshots = snapshots.target()
-    success = {item.key for item in store.items_with_status(snapshots.kind, Status.SUCCESS.value)}
+def snapshot_agreement(store: ReceiptStore, vectors: VectorLine) -> Agreement:
+    line = vectors.target()
+    success = {item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value)}
     covered: set[str] = set()
     extra: list[str] = []
     extra_keys: set[str] = set()
-    found = snapshots.read_copy()
-    if found is not None:
-        with persistent_collection(found[0], snapshots.kind) as collection:
+    with line.readable() as collection:
+        if collection is not None:
             for vector_id, meta in iter_metadatas(collection):
                 keys = item_keys_of_vector(vector_id, meta or {})
                 covered.update(keys)

@@ -29,12 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from resources.vector_store.chroma import ModelMismatch, persistent_collection
-from embedding_assets.steps.consistency import item_keys_in
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import Status
-from embedding_assets.domain.ports import ReceiptStore
-from resources.vector_store.snapshots import Pointer, SnapshotStore
+from embedding_assets.domain.ports import ReceiptStore, VectorLine
+from embedding_assets.domain.vectors import ModelMismatch, Pointer
+from embedding_assets.steps.consistency import item_keys_in
 
 
 class NothingToReembed(RuntimeError):
@@ -53,16 +52,15 @@ class ReembedStart:
     abandoned: str | None = None
 
 
-def serving_model(serving: SnapshotStore) -> tuple[str | None, int | None] | None:
+def serving_model(serving: VectorLine) -> tuple[str | None, int | None] | None:
     """(model, dimensions) of the published serving version, or None when nothing is published."""
     pointer = serving.latest()
     if pointer is None or not pointer.published:
         return None
     if pointer.model is not None:
         return pointer.model, pointer.dimensions
-    found = serving.read_copy()  # a pointer from before models were recorded on it: ask the collection
-    with persistent_collection(found[0], serving.kind) as collection:
-        meta = collection.metadata or {}
+    with serving.readable() as collection:  # a pointer from before models were recorded on it: ask the collection
+        meta = (collection.metadata if collection is not None else None) or {}
     return meta.get("model"), int(meta.get("dimensions") or 0) or None
 
 
@@ -70,7 +68,7 @@ def _same(a: tuple[str | None, int | None], b: tuple[str | None, int | None]) ->
     return a[0] == b[0] and int(a[1] or 0) == int(b[1] or 0)
 
 
-def start_reembed(store: ReceiptStore, serving: SnapshotStore, model: str, dimensions: int | None,
+def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensions: int | None,
                   lease_seconds: float, heartbeat_seconds: float) -> ReembedStart:
     """Open (or resume) the NEXT line for `model` and send the items it does not hold back to NONE."""
     kind = serving.kind
@@ -91,20 +89,20 @@ def start_reembed(store: ReceiptStore, serving: SnapshotStore, model: str, dimen
     return ReembedStart(kind, model, dimensions, current[0], current[1], requeued, resumed)
 
 
-def _requeue_missing_from(store: ReceiptStore, line: SnapshotStore) -> int:
+def _requeue_missing_from(store: ReceiptStore, line: VectorLine) -> int:
     """SUCCESS items the line's latest published version holds no vector for go back to NONE."""
     held = item_keys_in(line)
     keys = [item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value) if item.key not in held]
     return store.requeue(line.kind, Status.SUCCESS.value, keys)
 
 
-def _switch_left_over(serving: SnapshotStore, pending: Pointer) -> bool:
+def _switch_left_over(serving: VectorLine, pending: Pointer) -> bool:
     """NEXT names the very version serving already does: a switch was made but NEXT not yet cleared."""
     current = serving.latest()
     return pending.published and current is not None and current.version == pending.version
 
 
-def _abandon(store: ReceiptStore, serving: SnapshotStore, pending: Pointer) -> ReembedStart:
+def _abandon(store: ReceiptStore, serving: VectorLine, pending: Pointer) -> ReembedStart:
     """Back to the serving model: drop NEXT and send again what only NEXT held (items new since the start).
 
     Items not yet re-embedded are NONE or PENDING; they are embedded again
@@ -118,7 +116,7 @@ def _abandon(store: ReceiptStore, serving: SnapshotStore, pending: Pointer) -> R
                         requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
 
 
-def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None) -> SnapshotStore:
+def compaction_target(serving: VectorLine, model: str, dimensions: int | None) -> VectorLine:
     """The line a compaction with the configured model writes to, finishing a half-done switch first.
 
     Raises ModelMismatch with what to do when the configuration fits neither line.
@@ -136,7 +134,7 @@ def compaction_target(serving: SnapshotStore, model: str, dimensions: int | None
     return nxt
 
 
-def configuration_problem(serving: SnapshotStore, model: str, dimensions: int | None) -> str | None:
+def configuration_problem(serving: VectorLine, model: str, dimensions: int | None) -> str | None:
     """Why compaction with this model could not merge into the kind's collections, or None when it can."""
     building = serving.next_line().latest()
     if building is not None and not _switch_left_over(serving, building):
@@ -153,7 +151,7 @@ def configuration_problem(serving: SnapshotStore, model: str, dimensions: int | 
             f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it")
 
 
-def waiting_for(store: ReceiptStore, serving: SnapshotStore) -> int:
+def waiting_for(store: ReceiptStore, serving: VectorLine) -> int:
     """Items the serving snapshot answers for that the NEXT line does not hold yet (NONE or PENDING)."""
     if serving.latest() is None:
         return 0
@@ -163,7 +161,7 @@ def waiting_for(store: ReceiptStore, serving: SnapshotStore) -> int:
                for item in store.items_with_status(serving.kind, status.value))
 
 
-def switch_if_complete(store: ReceiptStore, serving: SnapshotStore) -> Pointer | None:
+def switch_if_complete(store: ReceiptStore, serving: VectorLine) -> Pointer | None:
     """Make NEXT's published version the serving one once nothing the old one answers for is waiting.
 
     The caller holds the compaction lease and has just published NEXT.
@@ -177,7 +175,7 @@ def switch_if_complete(store: ReceiptStore, serving: SnapshotStore) -> Pointer |
     return pointer
 
 
-def reembed_progress(store: ReceiptStore, serving: SnapshotStore) -> dict[str, Any] | None:
+def reembed_progress(store: ReceiptStore, serving: VectorLine) -> dict[str, Any] | None:
     """Where a running re-embed stands, for `status`; None when none runs."""
     pending = serving.next_line().latest()
     if pending is None:

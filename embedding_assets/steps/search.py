@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from resources.vector_store.chroma import persistent_collection
-from embedding_assets.domain.ports import BatchProvider
-from resources.vector_store.snapshots import SnapshotStore
+from embedding_assets.domain.ports import BatchProvider, VectorLine
 
 
 @dataclass
@@ -32,16 +30,14 @@ class NoSnapshot(LookupError):
     """Nothing has been published for this kind yet."""
 
 
-def search(snapshots: SnapshotStore, provider: BatchProvider, text: str, k: int = 5, merchant: str | None = None) -> list[Hit]:
+def search(snapshots: VectorLine, provider: BatchProvider, text: str, k: int = 5, merchant: str | None = None) -> list[Hit]:
     if not text.strip():
         raise ValueError("search text is empty")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    found = snapshots.read_copy()
-    if found is None:
-        raise NoSnapshot(f"no {snapshots.kind} snapshot published yet: run the pipeline first")
-    directory, _ = found
-    with persistent_collection(directory, snapshots.kind) as collection:
+    with snapshots.readable() as collection:
+        if collection is None:
+            raise NoSnapshot(f"no {snapshots.kind} snapshot published yet: run the pipeline first")
         meta = collection.metadata or {}
         query = provider.embed([text], meta.get("model"), int(meta.get("dimensions") or 0) or None)
         result = collection.query(

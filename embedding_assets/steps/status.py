@@ -7,10 +7,9 @@ from itertools import islice
 from typing import Any
 
 from embedding_assets.domain.models import PROVIDER_LIVE, BatchRecord, Stage, Status
-from embedding_assets.steps.pipeline import STUCK
-from embedding_assets.domain.ports import ReceiptStore
+from embedding_assets.domain.ports import ReceiptStore, VectorLine
+from embedding_assets.steps.poll import STUCK
 from embedding_assets.steps.reembed import reembed_progress
-from resources.vector_store.snapshots import SnapshotStore
 
 DEAD_LETTER_SAMPLE = 20
 
@@ -27,7 +26,7 @@ def reaped_batches(batches: list[BatchRecord], limit: int = DEAD_LETTER_SAMPLE) 
     return {b.batch_id: b.last_error or "" for b in reaped[-limit:]}
 
 
-def kind_status(store: ReceiptStore, snapshots: SnapshotStore) -> dict[str, Any]:
+def kind_status(store: ReceiptStore, snapshots: VectorLine) -> dict[str, Any]:
     batches = store.list_batches(snapshots.kind)
     pointer = snapshots.latest()
     return {

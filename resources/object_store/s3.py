@@ -1,4 +1,4 @@
-"""The production `ObjectStore`: two S3 buckets, through dagster-aws's `S3Resource`.
+"""The production `ObjectStore`: two S3 buckets (Dagster runs reach them through dagster-aws's `S3Resource`).
 
 Request files (`batches/...`) live in the requests bucket (`S3_BUCKET`, as in
 the seed system); deltas and snapshots (`deltas/...`, `snapshots/...`) in the
@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
 
 from embedding_assets.domain.ports import ObjectNotFound
-
-from resources.object_store.local import TEMP_PREFIX, check_key_chars, check_key
+from resources.object_store.local import TEMP_PREFIX, check_key, check_key_chars
 
 REQUESTS_PREFIX = "batches/"
 # Keys per list call (S3's maximum).
@@ -40,14 +40,15 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def s3_client(endpoint_url: str | None = None) -> Any:
-    """The boto3 client dagster-aws's S3Resource builds (standard retries), one per endpoint and process.
+    """A boto3 client with standard retries, one per endpoint and process (Dagster runs hand in dagster-aws's).
 
     Clients are thread-safe and cost ~0.4 s to build, while a store is opened
     for every asset and sensor tick.
     """
-    return S3Resource(endpoint_url=endpoint_url).get_client()
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url,
+                                          config=BotoConfig(retries={"mode": "standard", "max_attempts": 5}))
 
 
 def create_buckets(names: Iterable[str], endpoint_url: str | None = None, client: Any = None) -> list[str]:

@@ -240,7 +240,7 @@ class OpenAIBatchProvider:
         return min(self.backoff_seconds * 2 ** attempt, _MAX_BACKOFF_SECONDS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def openai_client(api_key: str, base_url: str | None, max_retries: int, timeout_seconds: float) -> openai.OpenAI:
     """One client (and connection pool) per configuration and process: a provider is opened every sensor tick."""
     return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_seconds)

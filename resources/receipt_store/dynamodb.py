@@ -65,7 +65,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, get_type_hints
 
@@ -87,7 +87,6 @@ from embedding_assets.domain.models import (
     receipt_key,
 )
 from resources.receipt_store.rules import check_batch_changes, check_kind, validate_receipt
-
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -166,7 +165,7 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dynamodb_client(endpoint_url: str | None = None) -> Any:
     """One client per endpoint and process, with retries for throttling.
 
@@ -229,7 +228,7 @@ def _number(value: float) -> Decimal:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(moment: datetime) -> str:

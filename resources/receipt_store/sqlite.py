@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ _BATCH_FIELDS = tuple(f.name for f in dataclasses.fields(BatchRecord))
 
 def _now_iso() -> str:
     """UTC with a +00:00 offset, the form the seed table uses, so timestamps compare as strings."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 

@@ -16,11 +16,9 @@ from typing import Any
 import chromadb
 from chromadb.config import Settings as ChromaSettings
 
+from embedding_assets.domain.vectors import ModelMismatch, model_problem
+
 _SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-
-
-class ModelMismatch(RuntimeError):
-    """The collection holds vectors of another model or size than the configured one."""
 
 
 @contextmanager
@@ -46,21 +44,7 @@ def persistent_collection(path: Path, name: str, model: str | None = None, dimen
 
 
 def check_model(collection: Any, model: str, dimensions: int | None) -> None:
-    meta = collection.metadata or {}
-    if meta.get("model") != model or int(meta.get("dimensions") or 0) != int(dimensions or 0):
-        raise ModelMismatch(
-            f"collection {collection.name!r} holds {meta.get('model')} vectors of {meta.get('dimensions')} dimensions, "
-            f"but the configuration asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, "
-            f"or run `receipt-embeddings reembed --kind {collection.name}` to build a {model} collection beside it"
-        )
+    problem = model_problem(collection.name, collection.metadata, model, dimensions)
+    if problem:
+        raise ModelMismatch(problem)
 
-
-def iter_metadatas(collection: Any, page: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every (id, metadata) in the collection, a page at a time."""
-    offset = 0
-    while True:
-        got = collection.get(limit=page, offset=offset, include=["metadatas"])
-        if not got["ids"]:
-            return
-        yield from zip(got["ids"], got["metadatas"])
-        offset += len(got["ids"])

@@ -4,10 +4,9 @@ A version is a closed PersistentClient directory, archived once and never
 changed; `snapshots/{kind}/LATEST.json` names the current one and is written
 last, so readers see the old version or the new one, never half of one.
 
-Two lines of versions share one numbering: `LATEST` is what search answers
-from; `NEXT` exists only while the kind is re-embedded with another model
-(see `rebuild`), and is built beside it until it replaces it. Each pointer
-names the model and dimensions of its vectors.
+This is the snapshot mode of the `VectorLine` port (the embedded default and
+the seed system's layout); the lines and pointers are described in
+`embedding_assets.domain.vectors`.
 
 The compactor keeps one working copy per line and a marker file saying which
 version it is clean at. The marker is removed before the copy is touched, so a
@@ -17,64 +16,21 @@ version again instead of trusting a half-written directory.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 
-from embedding_assets.domain.ports import ObjectNotFound, ObjectStore
-
-
-class CorruptSnapshot(RuntimeError):
-    """A snapshot archive does not match its checksum or holds unsafe paths."""
-
-
-SERVING = "LATEST"
-NEXT = "NEXT"
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """A published version (or, with no `key`, a NEXT line started but not yet published).
-
-    `model`/`dimensions` are None in pointers written before they were recorded.
-    """
-
-    version: int
-    key: str
-    sha256: str
-    vectors: int
-    created_at: str
-    model: str | None = None
-    dimensions: int | None = None
-
-    @property
-    def published(self) -> bool:
-        return bool(self.key)
-
-    @property
-    def vectors_of(self) -> str:
-        """What the version's vectors are, for messages: the model alone does not say the size."""
-        return f"{self.model}, {self.dimensions} dimensions" if self.model else "model not recorded"
-
-    @classmethod
-    def unpublished(cls, model: str, dimensions: int | None) -> Pointer:
-        """A NEXT line opened for `model` before anything is merged into it."""
-        return cls(0, "", "", 0, _now(), model, dimensions)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from embedding_assets.domain.ports import ObjectNotFound, ObjectStore, VectorCollection
+from embedding_assets.domain.stamps import file_sha256, utc_now
+from embedding_assets.domain.vectors import NEXT, SERVING, CorruptSnapshot, Pointer, Staged
+from resources.vector_store.chroma import persistent_collection
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -84,10 +40,6 @@ def _safe_extract(archive: Path, dest: Path) -> None:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise CorruptSnapshot(f"snapshot archive {archive.name} cannot be extracted safely: {exc}") from exc
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class SnapshotStore:
@@ -157,6 +109,22 @@ class SnapshotStore:
         self._marker.unlink(missing_ok=True)
         return self.work_dir, pointer
 
+    @contextmanager
+    def writable(self, model: str, dimensions: int | None) -> Iterator[tuple[VectorCollection, Pointer | None]]:
+        """The working copy's collection, opened for `model`; closed (flushed) on exit, ready to stage."""
+        directory, pointer = self.checkout()
+        with persistent_collection(directory, self.kind, model, dimensions) as collection:
+            yield collection, pointer
+
+    @contextmanager
+    def readable(self) -> Iterator[VectorCollection | None]:
+        found = self.read_copy()
+        if found is None:
+            yield None
+            return
+        with persistent_collection(found[0], self.kind) as collection:
+            yield collection
+
     def mark_clean(self, version: int) -> None:
         tmp = self._marker.with_suffix(".tmp")
         tmp.write_text(str(version))
@@ -183,7 +151,7 @@ class SnapshotStore:
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             archive = Path(tmp) / "snapshot.tar"
             self.objects.download(pointer.key, archive)
-            actual = _sha256(archive)
+            actual = file_sha256(archive)
             if actual != pointer.sha256:
                 raise CorruptSnapshot(f"{pointer.key}: sha256 {actual} != {pointer.sha256} named by the pointer")
             _safe_extract(archive, dest)
@@ -198,14 +166,18 @@ class SnapshotStore:
             with tarfile.open(archive, "w") as tar:
                 for entry in sorted(directory.iterdir()):
                     tar.add(entry, arcname=entry.name)
-            sha = _sha256(archive)
+            sha = file_sha256(archive)
             self.objects.put_file(key, archive)
         return key, sha
 
-    def swap(self, version: int, key: str, sha256: str, vectors: int,
-             model: str | None = None, dimensions: int | None = None) -> Pointer:
+    def stage(self, version: int) -> Staged:
+        """Archive the closed working copy as `version`; not yet visible to readers."""
+        key, sha = self.upload(self.work_dir, version)
+        return Staged(version, key, sha)
+
+    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
-        return self.write_pointer(Pointer(version, key, sha256, vectors, _now(), model, dimensions))
+        return self.write_pointer(Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions))
 
     def prune(self) -> list[str]:
         """Delete all but the newest `keep_versions` archives; both lines' current versions are always kept."""
@@ -215,3 +187,15 @@ class SnapshotStore:
         for key in stale:
             self.objects.delete(key)
         return stale
+
+
+@dataclass(frozen=True)
+class SnapshotVectorStore:
+    """Snapshot mode: each kind's versions as archives in the object store, local copies under `cache_dir`."""
+
+    objects: ObjectStore
+    cache_dir: Path
+    keep_versions: int = 3
+
+    def line(self, kind: str) -> SnapshotStore:
+        return SnapshotStore(self.objects, self.cache_dir, kind, self.keep_versions)

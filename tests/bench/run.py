@@ -62,10 +62,10 @@ import orjson
 from embedding_assets.domain.batching import Budget, plan_files
 from embedding_assets.domain.deltas import DeltaWriter, read_delta
 from embedding_assets.domain.formatting import ReceiptRequests, line_requests
-from embedding_assets.domain.models import BatchRecord, Receipt, Stage, line_key, receipt_key
-from embedding_assets.steps.pipeline import Pipeline, batch_keys
+from embedding_assets.domain.models import BatchRecord, Receipt, Stage, batch_keys, line_key, receipt_key
 from embedding_assets.domain.ports import ProviderBatch
 from embedding_assets.domain.results import iter_results
+from embedding_assets.steps.pipeline import Pipeline
 from resources.object_store.local import LocalObjectStore
 from resources.receipt_store.sqlite import SqliteReceiptStore
 
@@ -491,7 +491,7 @@ def bench_delta_write(report: Report, world: World, dims: int, count_limit: int)
 @contextmanager
 def timed_compaction(clock: Clock) -> Iterator[None]:
     """Wrap the compactor's Chroma collection in a timing proxy, for the length of the block."""
-    import embedding_assets.steps.compact as compaction
+    import resources.vector_store.snapshots as compaction
 
     original = compaction.persistent_collection
 
@@ -515,8 +515,8 @@ def timed_compaction(clock: Clock) -> Iterator[None]:
 
 def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: int, subset_lines: int,
                      total_lines: int) -> tuple[float, float]:
-    from resources.vector_store.chroma import persistent_collection
     from embedding_assets.steps.compact import Compactor
+    from resources.vector_store.chroma import persistent_collection
     from resources.vector_store.snapshots import SnapshotStore
 
     world = World(root, dims)
@@ -542,7 +542,7 @@ def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: 
     snapshots = TimedSnapshots(objects, root / "chroma-cache", KIND)
     compactor = Compactor(
         store=Timed(world.store, clock, ["mark_success", "update_batch", "list_batches"], "store."),
-        objects=objects, snapshots=snapshots, model=MODEL, dimensions=dims, work_dir=root / "tmp",
+        objects=objects, vectors=snapshots, model=MODEL, dimensions=dims, work_dir=root / "tmp",
     )
     with timed_compaction(clock):
         result, seconds = timed(lambda: compactor.run(quiet))

@@ -1,0 +1,67 @@
+"""What the sensors decide, as plain functions: the sensors and the CLI's `run` loop call the same ones.
+
+Kept free of Dagster so the decisions can be read and tested on their own;
+the sensors only gather the facts (from the store and the instance) and turn
+a decision into a RunRequest or a SkipReason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from embedding_assets.domain.vectors import Pointer
+
+# Provider calls per batch-status tick: far under the 60 s sensor limit.
+MAX_POLLS_PER_TICK = 50
+# Ingest runs of one batch that may fail before a person must relaunch it.
+MAX_INGEST_RUNS = 3
+
+
+@dataclass(frozen=True)
+class IngestDecision:
+    """Which finished batches get an ingest run (with its run key), and which are given up on."""
+
+    launch: list[tuple[str, str]] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
+
+
+def decide_ingests(kind: str, finished: Sequence[str], failed_runs: Callable[[str], int]) -> IngestDecision:
+    """One run per finished batch; the run key counts failed runs, so a failed ingest is tried again, up to a limit.
+
+    A batch seen finished on many ticks keeps the same key, so it is ingested once.
+    """
+    decision = IngestDecision()
+    for batch_id in finished:
+        failures = failed_runs(batch_id)
+        if failures < MAX_INGEST_RUNS:
+            decision.launch.append((batch_id, f"{kind}-ingest-{batch_id}-{failures}"))
+        else:
+            decision.given_up.append(batch_id)
+    return decision
+
+
+@dataclass(frozen=True)
+class CompactionDecision:
+    run: bool
+    reason: str
+    run_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None) -> CompactionDecision:
+    """Compact when deltas wait and no compaction of the kind is in flight.
+
+    While a re-embed runs, also once per NEXT version with no deltas: that
+    compaction switches search over if nothing is left to re-embed (the last
+    waiting items were deleted, or a crash came between marking and switching).
+    """
+    if not deltas_waiting and building is None:
+        return CompactionDecision(False, "no deltas waiting")
+    if run_in_flight:
+        return CompactionDecision(False, f"compaction run {run_in_flight} still in flight")
+    if deltas_waiting:
+        return CompactionDecision(True, f"{deltas_waiting} deltas waiting", tags={"deltas": str(deltas_waiting)})
+    assert building is not None
+    return CompactionDecision(True, "re-embed switch check", run_key=f"reembed-switch-check-v{building.version}",
+                              tags={"reembed": "switch-check"})
