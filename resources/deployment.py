@@ -222,24 +222,31 @@ class EmbeddingResource(ConfigurableResource):
 
 def _receipt_store(settings: Settings) -> ReceiptStoreResource:
     if backends.receipt_store_backend(settings) == "dynamodb":
-        return DynamoReceiptStoreResource(table_name=settings.dynamodb_table or "", endpoint_url=settings.aws_endpoint_url)
+        return DynamoReceiptStoreResource(table_name=settings.dynamodb_table or "",
+                                          endpoint_url=settings.aws_endpoint_url)
     return SqliteReceiptStoreResource(path=str(settings.sqlite_path))
 
 
 def _object_store(settings: Settings) -> ObjectStoreResource:
     if backends.object_store_backend(settings) == "s3":
-        return S3ObjectStoreResource(s3=S3Resource(endpoint_url=settings.aws_endpoint_url),
-                                     requests_bucket=settings.s3_bucket or "",
-                                     chroma_bucket=settings.chromadb_bucket or "")
+        return S3ObjectStoreResource(
+            s3=S3Resource(endpoint_url=settings.aws_endpoint_url),
+            requests_bucket=settings.s3_bucket or "",
+            chroma_bucket=settings.chromadb_bucket or "",
+        )
     return LocalObjectStoreResource(root=str(settings.objects_dir))
 
 
 def _batch_provider(settings: Settings) -> BatchProviderResource:
     if settings.provider == "openai":
         return OpenAIProviderResource(
-            api_key=EnvVar("OPENAI_API_KEY"), base_url=settings.openai_base_url, model=settings.model,
-            dimensions=settings.dimensions, max_retries=settings.openai_max_retries,
-            timeout_seconds=settings.openai_timeout_seconds, enqueued_token_limit=settings.enqueued_token_limit,
+            api_key=EnvVar("OPENAI_API_KEY"),
+            base_url=settings.openai_base_url,
+            model=settings.model,
+            dimensions=settings.dimensions,
+            max_retries=settings.openai_max_retries,
+            timeout_seconds=settings.openai_timeout_seconds,
+            enqueued_token_limit=settings.enqueued_token_limit,
         )
     return LocalProviderResource(root=str(settings.provider_dir), dimensions=settings.dimensions)
 
@@ -250,16 +257,22 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         "receipt_store": _receipt_store(settings),
         "object_store": _object_store(settings),
         "batch_provider": _batch_provider(settings),
-        "vector_store": SnapshotVectorStoreResource(cache_dir=str(settings.chroma_persist_directory),
-                                                    keep_versions=settings.keep_snapshot_versions),
+        "vector_store": SnapshotVectorStoreResource(
+            cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions
+        ),
     }
     tuning = Tuning.from_settings(settings)
     embedding = EmbeddingResource(
-        **parts, scratch_dir=str(tuning.work_dir), max_attempts=settings.max_attempts,
+        **parts,
+        scratch_dir=str(tuning.work_dir),
+        max_attempts=settings.max_attempts,
         lock_duration_minutes=settings.lock_duration_minutes,
         heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
         delete_intermediate_chunks=settings.delete_intermediate_chunks,
-        delete_processed_deltas=settings.delete_processed_deltas, reap_after_hours=settings.reap_after_hours,
-        chunk_size=settings.chunk_size, max_items_per_run=settings.max_items_per_run, prices=settings.batch_prices,
+        delete_processed_deltas=settings.delete_processed_deltas,
+        reap_after_hours=settings.reap_after_hours,
+        chunk_size=settings.chunk_size,
+        max_items_per_run=settings.max_items_per_run,
+        prices=settings.batch_prices,
     )
     return {"embedding": embedding}

@@ -37,7 +37,9 @@ def kill_during(settings: Settings, step: str, kind: str, target: str, when: str
     """Run `step` in a child that SIGKILLs itself at `target`; fail if it did not die there."""
     argv = [sys.executable, "-m", "tests.crash_child", step, kind, target, when] + ([arg] if arg else [])
     done = subprocess.run(argv, cwd=ROOT, env=settings_env(settings), capture_output=True, text=True, timeout=120)
-    assert done.returncode == -signal.SIGKILL, f"child was not killed at {target}: rc={done.returncode}\n{done.stderr[-3000:]}"
+    assert done.returncode == -signal.SIGKILL, (
+        f"child was not killed at {target}: rc={done.returncode}\n{done.stderr[-3000:]}"
+    )
 
 
 def drive(runtime: Runtime, kind: str, rounds: int = 5) -> None:

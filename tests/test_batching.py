@@ -39,7 +39,9 @@ def test_files_stay_within_each_budget_and_never_split_a_receipt(budget):
 
 def test_a_receipt_bigger_than_a_file_is_set_aside_and_the_rest_go_on():
     oversized = []
-    files = list(plan_files([receipt(2, 1), receipt(50, 2), receipt(3, 3)], Budget(max_requests=10), "m", None, oversized))
+    files = list(
+        plan_files([receipt(2, 1), receipt(50, 2), receipt(3, 3)], Budget(max_requests=10), "m", None, oversized)
+    )
     assert [r.receipt_id for f in files for r in f.receipts] == [1, 3]
     assert [(r.receipt_id, "requests" in why) for r, why in oversized] == [(2, True)]
 

@@ -48,7 +48,9 @@ def backend_runtime(backend_settings: Settings) -> Runtime:
     return Runtime.from_settings(backend_settings)
 
 
-def test_a_batch_the_provider_lost_is_reaped_and_its_items_embedded_again(backend_settings, backend_runtime, demo_receipts):
+def test_a_batch_the_provider_lost_is_reaped_and_its_items_embedded_again(
+    backend_settings, backend_runtime, demo_receipts
+):
     runtime = backend_runtime
     runtime.store.put_receipts(demo_receipts)
     lost, *kept = _submitted(runtime)

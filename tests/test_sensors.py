@@ -57,7 +57,9 @@ def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtim
     assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
 
 
-def test_batch_status_sensor_pages_through_live_batches_across_ticks(settings, runtime, instance, demo_receipts, monkeypatch):
+def test_batch_status_sensor_pages_through_live_batches_across_ticks(
+    settings, runtime, instance, demo_receipts, monkeypatch
+):
     _prepared_and_submitted(runtime, demo_receipts, receipts_per_batch=40)
     live = sorted(b.batch_id for b in runtime.store.list_batches("lines"))
     monkeypatch.setattr(batch_status, "MAX_POLLS_PER_TICK", 1)

@@ -26,14 +26,18 @@ from embedding_assets.domain.models import (
 from resources.receipt_store.sqlite import SqliteReceiptStore
 
 
-def make_receipt(image_id: str, receipt_id: int, lines: list[str], words_per_line: int = 0, merchant: str | None = None) -> Receipt:
+def make_receipt(
+    image_id: str, receipt_id: int, lines: list[str], words_per_line: int = 0, merchant: str | None = None
+) -> Receipt:
     receipt = Receipt(image_id, receipt_id, merchant_name=merchant)
     for line_id, text in enumerate(lines):
         box = Box(0.1, 1.0 - 0.1 * (line_id + 1), 0.8, 0.05)
         receipt.lines.append(Item(image_id, receipt_id, line_id, text, box, 0.9))
         for word_id in range(words_per_line):
             word_box = Box(0.1 + 0.2 * word_id, box.y, 0.15, 0.05)
-            receipt.words.append(Item(image_id, receipt_id, line_id, f"{text}-{word_id}", word_box, 0.8, word_id=word_id))
+            receipt.words.append(
+                Item(image_id, receipt_id, line_id, f"{text}-{word_id}", word_box, 0.8, word_id=word_id)
+            )
     return receipt
 
 
@@ -94,7 +98,12 @@ def test_reimport_resets_changed_text_only_and_drops_missing_items(store):
     assert (unchanged.status, unchanged.batch_id) == (Status.PENDING, "b1")
     assert unchanged.box == Box(0.2, 0.2, 0.5, 0.1) and unchanged.confidence == 0.5
     assert rewritten.text == "B2"
-    assert (rewritten.status, rewritten.attempts, rewritten.batch_id, rewritten.last_error) == (Status.NONE, 0, None, None)
+    assert (rewritten.status, rewritten.attempts, rewritten.batch_id, rewritten.last_error) == (
+        Status.NONE,
+        0,
+        None,
+        None,
+    )
     assert store.merchant_name("img-a", 1) == "New"
     assert store.receipt_count() == 1
 
@@ -123,7 +132,9 @@ def test_delete_receipt_removes_its_items(store):
 
 def test_unembedded_receipts_in_key_order_with_paging(store):
     # receipt 10 sorts after 9 only because ids are zero-padded in the key.
-    store.put_receipts([make_receipt("img-b", 1, ["x"]), make_receipt("img-a", 10, ["x"]), make_receipt("img-a", 9, ["x"])])
+    store.put_receipts(
+        [make_receipt("img-b", 1, ["x"]), make_receipt("img-a", 10, ["x"]), make_receipt("img-a", 9, ["x"])]
+    )
     store.put_receipts([make_receipt("img-a", 2, ["x"])])
     store.claim("lines", [line_key("img-a", 2, 0)], "b1")  # no NONE line left in that receipt
 

@@ -92,7 +92,8 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
                   f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
         else:
             print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
-                  f"v{s.snapshot_version} ({s.vectors_of}) with {s.vectors} vectors, {s.noise} noise, {s.failed} failed, "
+                  f"v{s.snapshot_version} ({s.vectors_of}) with {s.vectors} vectors, "
+                  f"{s.noise} noise, {s.failed} failed, "
                   f"{s.seconds}s")
         if s.reembed_waiting:
             print(f"[{s.kind}] the re-embed is not complete yet: search answers from v{s.snapshot_version} "
@@ -125,7 +126,8 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             continue
         verb = "resuming the re-embed" if start.resumed else "re-embedding"
         print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions) beside the serving "
-              f"{start.serving_model} ({start.serving_dimensions or 'native'} dimensions): {start.requeued} {kind} sent again; "
+              f"{start.serving_model} ({start.serving_dimensions or 'native'} dimensions): "
+              f"{start.requeued} {kind} sent again; "
               f"search answers from the old collection until the new one holds every {kind[:-1]}")
         started.append(kind)
     if args.no_run or not started:
@@ -166,13 +168,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
         print(f"{kind}: items: {items}")
         print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
-        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions) with {s['vectors']} vectors; "
+        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions) "
+              f"with {s['vectors']} vectors; "
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
         if s["reembed"]:
             r = s["reembed"]
             built = f"v{r['next_version']} with {r['next_vectors']} vectors" if r["next_version"] else "nothing yet"
             print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions): built "
-                  f"{built}; {r['waiting']} {kind} still to re-embed before search switches from v{r['serving_version']}")
+                  f"{built}; {r['waiting']} {kind} still to re-embed "
+                  f"before search switches from v{r['serving_version']}")
         for batch_id, reason in s["stuck"].items():
             print(f"{kind}: batch {batch_id} {reason} (cancel it with `batches cancel {batch_id}`)")
         for batch_id, reason in s["reaped"].items():

@@ -74,12 +74,19 @@ def _compact(defs: Definitions, instance: DagsterInstance, kind_defs: KindDefini
         progress(f"[{kind}] re-embed snapshot v{building.version} ({building.vectors_of}) published; search answers "
                  f"from v{now.version} ({now.vectors_of}) until every {kind[:-1]} is re-embedded")
     else:
-        progress(f"[{kind}] snapshot v{now.version} ({now.vectors_of}) published" if now else f"[{kind}] nothing published")
+        progress(
+            f"[{kind}] snapshot v{now.version} ({now.vectors_of}) published" if now else f"[{kind}] nothing published"
+        )
 
 
 def run_kind(
-    defs: Definitions, kind_defs: KindDefinitions, runtime: Runtime, instance: DagsterInstance,
-    timeout: float, poll_seconds: float = 2.0, progress: Callable[[str], None] = print,
+    defs: Definitions,
+    kind_defs: KindDefinitions,
+    runtime: Runtime,
+    instance: DagsterInstance,
+    timeout: float,
+    poll_seconds: float = 2.0,
+    progress: Callable[[str], None] = print,
 ) -> RunSummary:
     kind = kind_defs.kind
     started = time.monotonic()
@@ -98,11 +105,17 @@ def run_kind(
     while True:
         if runtime.store.list_batches(kind, [Stage.PREPARED]):
             # Batches held back by the provider's enqueued-token limit go as earlier ones finish.
-            _execute(defs, instance, kind_defs.create_job.name, summary,
-                     asset_selection=[AssetKey([kind, "submitted_batches"])])
+            _execute(
+                defs,
+                instance,
+                kind_defs.create_job.name,
+                summary,
+                asset_selection=[AssetKey([kind, "submitted_batches"])],
+            )
         finished, _ = runtime.pipeline.poll(kind, limit=10_000)
         job = kind_defs.ingest_job.name
-        ingests = decide_ingests(kind, [r.batch_id for r in finished], lambda b: failed_ingest_runs(instance, job, b))
+        ingests = decide_ingests(kind, [r.batch_id for r in finished],
+                                 lambda b, job=job: failed_ingest_runs(instance, job, b))
         known = set(instance.get_dynamic_partitions(kind_defs.partitions.name))
         for batch_id, _ in ingests.launch:
             if batch_id not in known:

@@ -67,7 +67,8 @@ def build_kind(kind: str) -> KindDefinitions:
     key = lambda name: AssetKey([kind, name])  # noqa: E731
     common = dict(group_name=kind, key_prefix=[kind])
 
-    @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.", **common)
+    @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
+           **common)
     def unembedded(
         context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
@@ -153,7 +154,8 @@ def build_kind(kind: str) -> KindDefinitions:
         stuck, reaped = stuck_batches(batches), reaped_batches(batches)
         return AssetCheckResult(passed=not stuck, severity=AssetCheckSeverity.WARN, metadata={
             "stuck_batches": len(stuck), "stuck": MetadataValue.json(stuck),
-            "reaped_batches": sum(b.stage == Stage.REAPED for b in batches), "recently_reaped": MetadataValue.json(reaped),
+            "reaped_batches": sum(b.stage == Stage.REAPED for b in batches),
+            "recently_reaped": MetadataValue.json(reaped),
         })
 
     jobs = {

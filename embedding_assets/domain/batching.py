@@ -50,7 +50,9 @@ def request_line(request: Request, model: str, dimensions: int | None) -> bytes:
     body: dict = {"model": model, "input": request.input, "encoding_format": "base64"}
     if dimensions:
         body["dimensions"] = dimensions
-    return orjson.dumps({"custom_id": request.custom_id, "method": "POST", "url": "/v1/embeddings", "body": body}) + b"\n"
+    return (
+        orjson.dumps({"custom_id": request.custom_id, "method": "POST", "url": "/v1/embeddings", "body": body}) + b"\n"
+    )
 
 
 def plan_files(
@@ -72,10 +74,14 @@ def plan_files(
         lines = [request_line(r, model, dimensions) for r in receipt.requests]
         size = sum(len(line) for line in lines)
         tokens = sum(estimate_tokens(r.input) for r in receipt.requests)
-        if len(lines) > budget.max_requests or size > budget.max_bytes or (
-            budget.max_tokens is not None and tokens > budget.max_tokens
+        if (
+            len(lines) > budget.max_requests
+            or size > budget.max_bytes
+            or (budget.max_tokens is not None and tokens > budget.max_tokens)
         ):
-            oversized.append((receipt, f"receipt needs {len(lines)} requests, {size} bytes, ~{tokens} tokens: over {budget}"))
+            oversized.append(
+                (receipt, f"receipt needs {len(lines)} requests, {size} bytes, ~{tokens} tokens: over {budget}")
+            )
             continue
         fits = (
             current.request_count + len(lines) <= budget.max_requests

@@ -42,7 +42,9 @@ class ReceiptStore(Protocol):
     def claim(self, kind: str, keys: Sequence[str], batch_id: str) -> list[str]:
         """NONE -> PENDING for `batch_id`; returns the keys this call won."""
 
-    def release(self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int) -> tuple[int, int]:
+    def release(
+        self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int
+    ) -> tuple[int, int]:
         """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed)."""
 
     def mark_success(self, kind: str, keys: Sequence[str], batch_id: str) -> int:
@@ -55,7 +57,10 @@ class ReceiptStore(Protocol):
         """FAILED -> NONE with attempts reset; returns how many."""
 
     def requeue(self, kind: str, status: str, keys: Sequence[str]) -> int:
-        """`status` -> NONE with attempts reset for these keys (a re-embed sends SUCCESS items again); returns how many."""
+        """`status` -> NONE with attempts reset for these keys; returns how many.
+
+        A re-embed sends SUCCESS items again this way.
+        """
 
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """Replace an item's text and send it back to NONE; False when the item does not exist."""
@@ -212,20 +217,50 @@ class VectorCollection(Protocol):
 
     def count(self) -> int: ...
 
-    def get(self, ids: Any = None, where: Any = None, limit: Any = None, offset: Any = None,
-            where_document: Any = None, include: Any = ...) -> Any: ...
+    def get(
+        self,
+        ids: Any = None,
+        where: Any = None,
+        limit: Any = None,
+        offset: Any = None,
+        where_document: Any = None,
+        include: Any = ...,
+    ) -> Any: ...
 
-    def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
-            images: Any = None, uris: Any = None) -> None: ...
+    def add(
+        self,
+        ids: Any,
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+        images: Any = None,
+        uris: Any = None,
+    ) -> None: ...
 
-    def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
-               images: Any = None, uris: Any = None) -> None: ...
+    def upsert(
+        self,
+        ids: Any,
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+        images: Any = None,
+        uris: Any = None,
+    ) -> None: ...
 
     def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None: ...
 
-    def query(self, query_embeddings: Any = None, query_texts: Any = None, query_images: Any = None,
-              query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
-              where_document: Any = None, include: Any = ...) -> Any: ...
+    def query(
+        self,
+        query_embeddings: Any = None,
+        query_texts: Any = None,
+        query_images: Any = None,
+        query_uris: Any = None,
+        ids: Any = None,
+        n_results: int = 10,
+        where: Any = None,
+        where_document: Any = None,
+        include: Any = ...,
+    ) -> Any: ...
 
 
 class VectorLine(Protocol):
@@ -258,7 +293,9 @@ class VectorLine(Protocol):
     def clear(self) -> None:
         """Remove this line's pointer (NEXT, once switched or abandoned)."""
 
-    def writable(self, model: str, dimensions: int | None) -> AbstractContextManager[tuple[VectorCollection, Pointer | None]]:
+    def writable(
+        self, model: str, dimensions: int | None
+    ) -> AbstractContextManager[tuple[VectorCollection, Pointer | None]]:
         """The working collection at the pointer's version (created for `model` when new), closed on exit.
 
         Raises ModelMismatch when it holds another model's vectors.

@@ -84,7 +84,9 @@ class Settings:
         s3_bucket, chromadb_bucket = reader.text("S3_BUCKET"), reader.text("CHROMADB_BUCKET")
         if bool(s3_bucket) != bool(chromadb_bucket):
             missing = "CHROMADB_BUCKET" if s3_bucket else "S3_BUCKET"
-            raise ConfigError(f"{missing}: required with {'S3_BUCKET' if s3_bucket else 'CHROMADB_BUCKET'} (S3 holds both)")
+            raise ConfigError(
+                f"{missing}: required with {'S3_BUCKET' if s3_bucket else 'CHROMADB_BUCKET'} (S3 holds both)"
+            )
         return cls(
             data_dir=data_dir,
             provider=provider,
@@ -123,7 +125,9 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def integer(self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None) -> int | None:
+    def integer(
+        self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
         raw = self.text(name)
         if raw is None:
             return default

@@ -145,7 +145,8 @@ class Compactor:
             collection.delete(ids=stale[start:start + self.chunk_size])
         return len(stale)
 
-    def _apply(self, collection: VectorCollection, record: BatchRecord, report: CompactionReport, lease: Lease) -> list[str]:
+    def _apply(self, collection: VectorCollection, record: BatchRecord, report: CompactionReport,
+               lease: Lease) -> list[str]:
         """Merge one delta; returns the item keys its vectors stand for."""
         if not record.delta_key:
             return []
@@ -168,8 +169,12 @@ class Compactor:
                 changed = [n for n, i in enumerate(chunk.ids) if i in holder and holder[i] != record.batch_id]
                 for op, rows in ((collection.add, new), (collection.upsert, changed)):
                     if rows:
-                        op(ids=[chunk.ids[n] for n in rows], embeddings=chunk.embeddings[rows],
-                           documents=[chunk.documents[n] for n in rows], metadatas=[chunk.metadatas[n] for n in rows])
+                        op(
+                            ids=[chunk.ids[n] for n in rows],
+                            embeddings=chunk.embeddings[rows],
+                            documents=[chunk.documents[n] for n in rows],
+                            metadatas=[chunk.metadatas[n] for n in rows],
+                        )
                 report.added += len(new)
                 report.updated += len(changed)
                 report.unchanged += len(chunk.ids) - len(new) - len(changed)
@@ -188,9 +193,15 @@ class Compactor:
 
     def _supersede(self, path: Path, record: BatchRecord, foreign: str) -> None:
         """A delta of another model (embedded before a re-embed started) is not merged: its items go again."""
-        reason = f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions)"
-        keys = [key for chunk in read_delta(path, self.chunk_size)
-                for vector_id, meta in zip(chunk.ids, chunk.metadatas) for key in item_keys_of_vector(vector_id, meta)]
+        reason = (
+            f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions)"
+        )
+        keys = [
+            key
+            for chunk in read_delta(path, self.chunk_size)
+            for vector_id, meta in zip(chunk.ids, chunk.metadatas)
+            for key in item_keys_of_vector(vector_id, meta)
+        ]
         self.store.release(self.kind, keys, record.batch_id, reason, self.max_attempts + 1)
         self.store.update_batch(record.batch_id, last_error=reason)
         log.warning("%s: delta %s %s", self.kind, record.batch_id, reason)

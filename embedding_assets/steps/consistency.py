@@ -45,7 +45,9 @@ def item_keys_in(line: VectorLine) -> set[str]:
     with line.readable() as collection:
         if collection is None:
             return set()
-        return {key for vector_id, meta in iter_metadatas(collection) for key in item_keys_of_vector(vector_id, meta or {})}
+        return {
+            key for vector_id, meta in iter_metadatas(collection) for key in item_keys_of_vector(vector_id, meta or {})
+        }
 
 
 def snapshot_agreement(store: ReceiptStore, vectors: VectorLine) -> Agreement:
@@ -64,5 +66,6 @@ def snapshot_agreement(store: ReceiptStore, vectors: VectorLine) -> Agreement:
                     extra_keys.update(keys)
     missing = sorted(success - covered)
     awaiting = len(covered - success - extra_keys)
-    return Agreement(len(success), len(covered), len(missing), len(extra), awaiting,
-                     missing[:SAMPLE], sorted(extra)[:SAMPLE])
+    return Agreement(
+        len(success), len(covered), len(missing), len(extra), awaiting, missing[:SAMPLE], sorted(extra)[:SAMPLE]
+    )

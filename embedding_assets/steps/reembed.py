@@ -80,7 +80,9 @@ def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensio
         pending = nxt.latest()
         if _same(current, (model, dimensions)):
             if pending is None or _switch_left_over(serving, pending):
-                raise NothingToReembed(f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions")
+                raise NothingToReembed(
+                    f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions"
+                )
             return _abandon(store, serving, pending)
         resumed = pending is not None and _same((pending.model, pending.dimensions), (model, dimensions))
         if not resumed:
@@ -112,8 +114,16 @@ def _abandon(store: ReceiptStore, serving: VectorLine, pending: Pointer) -> Reem
     serving.next_line().clear()
     requeued = _requeue_missing_from(store, serving)
     current = serving.latest()
-    return ReembedStart(serving.kind, current.model or "", current.dimensions, current.model, current.dimensions,
-                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
+    return ReembedStart(
+        serving.kind,
+        current.model or "",
+        current.dimensions,
+        current.model,
+        current.dimensions,
+        requeued,
+        False,
+        abandoned=f"{pending.model} ({pending.dimensions} dimensions)",
+    )
 
 
 def compaction_target(serving: VectorLine, model: str, dimensions: int | None) -> VectorLine:
@@ -140,15 +150,19 @@ def configuration_problem(serving: VectorLine, model: str, dimensions: int | Non
     if building is not None and not _switch_left_over(serving, building):
         if _same((building.model, building.dimensions), (model, dimensions)):
             return None
-        return (f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
-                f"the configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to "
-                f"finish it, or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead")
+        return (
+            f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
+            f"the configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to "
+            f"finish it, or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead"
+        )
     held = serving_model(serving)
     if held is None or _same(held, (model, dimensions)):
         return None
-    return (f"{serving.kind}: the collection holds {held[0]} vectors of {held[1]} dimensions but the configuration "
-            f"asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, or run "
-            f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it")
+    return (
+        f"{serving.kind}: the collection holds {held[0]} vectors of {held[1]} dimensions but the configuration "
+        f"asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, or run "
+        f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it"
+    )
 
 
 def waiting_for(store: ReceiptStore, serving: VectorLine) -> int:
@@ -156,9 +170,11 @@ def waiting_for(store: ReceiptStore, serving: VectorLine) -> int:
     if serving.latest() is None:
         return 0
     answered = item_keys_in(serving)
-    return sum(item.key in answered
-               for status in (Status.NONE, Status.PENDING)
-               for item in store.items_with_status(serving.kind, status.value))
+    return sum(
+        item.key in answered
+        for status in (Status.NONE, Status.PENDING)
+        for item in store.items_with_status(serving.kind, status.value)
+    )
 
 
 def switch_if_complete(store: ReceiptStore, serving: VectorLine) -> Pointer | None:
@@ -182,8 +198,11 @@ def reembed_progress(store: ReceiptStore, serving: VectorLine) -> dict[str, Any]
         return None
     current = serving.latest()
     return {
-        "to_model": pending.model, "to_dimensions": pending.dimensions, "next_version": pending.version or None,
+        "to_model": pending.model,
+        "to_dimensions": pending.dimensions,
+        "next_version": pending.version or None,
         "next_vectors": pending.vectors,
-        "serving_model": current.model if current else None, "serving_version": current.version if current else None,
+        "serving_model": current.model if current else None,
+        "serving_version": current.version if current else None,
         "waiting": waiting_for(store, serving),
     }

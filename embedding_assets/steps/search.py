@@ -30,7 +30,9 @@ class NoSnapshot(LookupError):
     """Nothing has been published for this kind yet."""
 
 
-def search(snapshots: VectorLine, provider: BatchProvider, text: str, k: int = 5, merchant: str | None = None) -> list[Hit]:
+def search(
+    snapshots: VectorLine, provider: BatchProvider, text: str, k: int = 5, merchant: str | None = None
+) -> list[Hit]:
     if not text.strip():
         raise ValueError("search text is empty")
     if k < 1:
@@ -41,12 +43,25 @@ def search(snapshots: VectorLine, provider: BatchProvider, text: str, k: int = 5
         meta = collection.metadata or {}
         query = provider.embed([text], meta.get("model"), int(meta.get("dimensions") or 0) or None)
         result = collection.query(
-            query_embeddings=query, n_results=k, where={"merchant_name": merchant} if merchant else None,
+            query_embeddings=query,
+            n_results=k,
+            where={"merchant_name": merchant} if merchant else None,
             include=["metadatas", "documents", "distances"],
         )
     hits = []
-    for vid, doc, meta, dist in zip(result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]):
+    for vid, doc, meta, dist in zip(
+        result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+    ):
         meta = meta or {}
-        hits.append(Hit(vid, doc or meta.get("text", ""), meta.get("merchant_name"), meta.get("image_id", ""),
-                        int(meta.get("receipt_id", 0)), float(dist), meta))
+        hits.append(
+            Hit(
+                vid,
+                doc or meta.get("text", ""),
+                meta.get("merchant_name"),
+                meta.get("image_id", ""),
+                int(meta.get("receipt_id", 0)),
+                float(dist),
+                meta,
+            )
+        )
     return hits

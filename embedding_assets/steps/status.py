@@ -43,6 +43,8 @@ def kind_status(store: ReceiptStore, snapshots: VectorLine) -> dict[str, Any]:
         "reaped": reaped_batches(batches),
         "reembed": reembed_progress(store, snapshots),
         # Dead letters: items past the attempt limit, with the provider's last word on them.
-        "failed": {item.key: item.last_error
-                   for item in islice(store.items_with_status(snapshots.kind, Status.FAILED.value), DEAD_LETTER_SAMPLE)},
+        "failed": {
+            item.key: item.last_error
+            for item in islice(store.items_with_status(snapshots.kind, Status.FAILED.value), DEAD_LETTER_SAMPLE)
+        },
     }

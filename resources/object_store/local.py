@@ -19,6 +19,7 @@ OS error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -58,7 +59,7 @@ class LocalObjectStore:
     def download(self, key: str, dest: Path) -> None:
         path = self._path(key)
         try:
-            src = open(path, "rb")
+            src = open(path, "rb")  # noqa: SIM115 - closed by the `with` below; only the open maps to ObjectNotFound
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         with src:
@@ -90,10 +91,8 @@ class LocalObjectStore:
         path = self._path(key)
         if path.is_dir():
             return
-        try:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass
 
     def _path(self, key: str) -> Path:
         check_key(key)

@@ -85,7 +85,9 @@ class S3ObjectStore:
         self.requests_bucket = requests_bucket
         self.chroma_bucket = chroma_bucket
         self._client = client or s3_client(endpoint_url)
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold
+        )
 
     def _bucket(self, key: str) -> str:
         check_key(key)

@@ -229,7 +229,7 @@ class LocalBatchProvider:
 
     def download(self, file_id: str, dest: Path) -> None:
         try:
-            src = open(self._file_path(file_id), "rb")
+            src = open(self._file_path(file_id), "rb")  # noqa: SIM115 - closed by the `with` below
         except FileNotFoundError:
             raise FileNotFoundError(f"no local file {file_id}") from None
         with src:

@@ -386,7 +386,8 @@ class SqliteReceiptStore:
                     won.append(key)
         return won
 
-    def release(self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int) -> tuple[int, int]:
+    def release(self, kind: str, keys: Sequence[str], batch_id: str, error: str | None,
+                max_attempts: int) -> tuple[int, int]:
         """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed).
 
         Only the owning batch may release an item: a batch that lost its items

@@ -22,7 +22,9 @@ _SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
 
 
 @contextmanager
-def persistent_collection(path: Path, name: str, model: str | None = None, dimensions: int | None = None) -> Iterator[Any]:
+def persistent_collection(
+    path: Path, name: str, model: str | None = None, dimensions: int | None = None
+) -> Iterator[Any]:
     """Open (creating when asked with a model) a collection in a local directory, closed on exit.
 
     Closing matters: a snapshot is archived from the directory, and an open
@@ -34,7 +36,8 @@ def persistent_collection(path: Path, name: str, model: str | None = None, dimen
             yield client.get_collection(name, embedding_function=None)
         else:
             collection = client.get_or_create_collection(
-                name, embedding_function=None,
+                name,
+                embedding_function=None,
                 metadata={"hnsw:space": "cosine", "model": model, "dimensions": int(dimensions or 0)},
             )
             check_model(collection, model, dimensions)
@@ -47,4 +50,3 @@ def check_model(collection: Any, model: str, dimensions: int | None) -> None:
     problem = model_problem(collection.name, collection.metadata, model, dimensions)
     if problem:
         raise ModelMismatch(problem)
-

@@ -177,7 +177,8 @@ class SnapshotStore:
 
     def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
-        return self.write_pointer(Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions))
+        pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions)
+        return self.write_pointer(pointer)
 
     def prune(self) -> list[str]:
         """Delete all but the newest `keep_versions` archives; both lines' current versions are always kept."""
