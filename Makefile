@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY := true
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test dev bench install install-dev clean
+.PHONY: run test lint dev bench install install-dev clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ run: install
 	$(BIN)/receipt-embeddings run --kind lines
 	$(BIN)/receipt-embeddings search "total amount paid" --kind lines -k 5
 
-test: install-dev
+test: install-dev lint
 	$(BIN)/python -m pytest -q
+
+# The quality gates: lint rules, types over the production packages, the import layers.
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 dev: install
 	$(BIN)/receipt-embeddings status > /dev/null

@@ -252,7 +252,7 @@ def _batch_provider(settings: Settings) -> BatchProviderResource:
 
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
-    """What a code location registers: `embedding`, over the four backends that `settings` chooses."""
+    """The four backends that `settings` chooses (each shown by name in the UI) and `embedding` over them."""
     parts: dict[str, Any] = {
         "receipt_store": _receipt_store(settings),
         "object_store": _object_store(settings),
@@ -275,4 +275,4 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         max_items_per_run=settings.max_items_per_run,
         prices=settings.batch_prices,
     )
-    return {"embedding": embedding}
+    return {**parts, "embedding": embedding}

@@ -39,7 +39,7 @@ def batch_status_sensor(defs: KindDefinitions):
         runtime = embedding.open()
         finished, cursor = runtime.pipeline.poll(kind, MAX_POLLS_PER_TICK, context.cursor or None)
         ids = [record.batch_id for record in finished]
-        known = set(context.instance.get_dynamic_partitions(defs.partitions.name))
+        known = set(context.instance.get_dynamic_partitions(defs.partitions_name))
         new = [batch_id for batch_id in ids if batch_id not in known]
         decision = decide_ingests(kind, ids, lambda b: failed_ingest_runs(context.instance, defs.ingest_job.name, b))
         for batch_id in decision.given_up:

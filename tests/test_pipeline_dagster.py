@@ -43,7 +43,7 @@ def test_pipeline_embeds_every_item_once_and_a_second_run_does_nothing(seeded, i
     assert materialized is not None
     meta = materialized.asset_materialization.metadata
     assert meta["vectors"].value == first.vectors
-    partitions = instance.get_dynamic_partitions(KIND_DEFS[kind].partitions.name)
+    partitions = instance.get_dynamic_partitions(KIND_DEFS[kind].partitions_name)
     assert sorted(partitions) == sorted(b.batch_id for b in runtime.store.list_batches(kind))
 
 

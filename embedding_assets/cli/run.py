@@ -116,10 +116,10 @@ def run_kind(
         job = kind_defs.ingest_job.name
         ingests = decide_ingests(kind, [r.batch_id for r in finished],
                                  lambda b, job=job: failed_ingest_runs(instance, job, b))
-        known = set(instance.get_dynamic_partitions(kind_defs.partitions.name))
+        known = set(instance.get_dynamic_partitions(kind_defs.partitions_name))
         for batch_id, _ in ingests.launch:
             if batch_id not in known:
-                instance.add_dynamic_partitions(kind_defs.partitions.name, [batch_id])
+                instance.add_dynamic_partitions(kind_defs.partitions_name, [batch_id])
             progress(f"[{kind}] ingest batch {batch_id}")
             _execute(defs, instance, job, summary, partition_key=batch_id)
             summary.deltas += 1

@@ -287,7 +287,7 @@ def _box_json(box: Box) -> dict[str, float]:
     return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
 
 
-def _item_json(item: Item, id_key: str, id_value: int) -> dict[str, Any]:
+def _item_json(item: Item, id_key: str, id_value: int | None) -> dict[str, Any]:
     return {
         id_key: id_value, "text": item.text, "bounding_box": _box_json(item.box),
         "confidence": item.confidence, "is_noise": item.is_noise,

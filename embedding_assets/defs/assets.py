@@ -8,6 +8,7 @@ metadata with counts, tokens and seconds, and asset checks on the invariants.
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetCheckResult,
@@ -19,7 +20,6 @@ from dagster import (
     Config,
     DefaultScheduleStatus,
     DynamicPartitionsDefinition,
-    JobDefinition,
     MaterializeResult,
     MetadataValue,
     ScheduleDefinition,
@@ -33,6 +33,9 @@ from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.status import reaped_batches, stuck_batches
 from resources.deployment import EmbeddingResource
 
+if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 
 class CreateBatchesConfig(Config):
     """`max_items`: at most this many items per run; unset means `MAX_ITEMS_PER_RUN` (500,000)."""
@@ -45,27 +48,32 @@ class KindDefinitions:
     kind: str
     assets: list
     checks: list
-    jobs: dict[str, JobDefinition]
+    jobs: "dict[str, UnresolvedAssetJobDefinition]"
     schedule: ScheduleDefinition
     partitions: DynamicPartitionsDefinition
 
     @property
-    def create_job(self) -> JobDefinition:
+    def partitions_name(self) -> str:
+        """The dynamic partitions' name (one partition per batch id)."""
+        return f"{self.kind}_batches"
+
+    @property
+    def create_job(self) -> "UnresolvedAssetJobDefinition":
         return self.jobs["create_batches"]
 
     @property
-    def ingest_job(self) -> JobDefinition:
+    def ingest_job(self) -> "UnresolvedAssetJobDefinition":
         return self.jobs["ingest_delta"]
 
     @property
-    def compaction_job(self) -> JobDefinition:
+    def compaction_job(self) -> "UnresolvedAssetJobDefinition":
         return self.jobs["compaction"]
 
 
 def build_kind(kind: str) -> KindDefinitions:
-    partitions = DynamicPartitionsDefinition(name=f"{kind}_batches")
+    partitions = DynamicPartitionsDefinition(name=f"{kind}_batches")  # KindDefinitions.partitions_name
     key = lambda name: AssetKey([kind, name])  # noqa: E731
-    common = dict(group_name=kind, key_prefix=[kind])
+    common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind])
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
            **common)

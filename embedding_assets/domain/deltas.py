@@ -116,6 +116,7 @@ class DeltaWriter:
             ],
             schema=self._schema,
         )
+        assert self._writer is not None, "rows are only flushed between open and close"
         self._writer.write_table(table, row_group_size=n)
         self.count += n
         self._ids.clear()
@@ -125,7 +126,8 @@ class DeltaWriter:
     def _close(self) -> None:
         try:
             self._flush()
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
             self._writer = None
             _fsync(self._tmp)
             self.sha256 = file_sha256(self._tmp)

@@ -171,12 +171,23 @@ class BatchProvider(Protocol):
     in flight at once for the model; None means no bound.
     """
 
-    name: str
-    model: str
-    dimensions: int | None
-    request_dimensions: int | None
-    max_input_tokens: int
-    enqueued_token_limit: int | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+    @property
+    def request_dimensions(self) -> int | None: ...
+
+    @property
+    def max_input_tokens(self) -> int: ...
+
+    @property
+    def enqueued_token_limit(self) -> int | None: ...
 
     def upload(self, path: Path) -> str: ...
 

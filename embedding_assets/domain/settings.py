@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from embedding_assets.domain import openai_models
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
@@ -125,9 +126,15 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def integer(
-        self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None
-    ) -> int | None:
+    @overload
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int: ...
+
+    @overload
+    def integer(self, name: str, default: None, minimum: int | None = None,
+                maximum: int | None = None) -> int | None: ...
+
+    def integer(self, name: str, default: int | None, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:
         raw = self.text(name)
         if raw is None:
             return default

@@ -155,7 +155,7 @@ class Compactor:
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             path = Path(tmp) / "delta.parquet"
             self.objects.download(record.delta_key, path)
-            verify_delta(path, record.delta_sha256)
+            verify_delta(path, record.delta_sha256 or "")  # a delta with no recorded hash is not to be trusted
             foreign = self._foreign_model(path)
             if foreign:
                 self._supersede(path, record, foreign)

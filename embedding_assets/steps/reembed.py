@@ -114,16 +114,10 @@ def _abandon(store: ReceiptStore, serving: VectorLine, pending: Pointer) -> Reem
     serving.next_line().clear()
     requeued = _requeue_missing_from(store, serving)
     current = serving.latest()
-    return ReembedStart(
-        serving.kind,
-        current.model or "",
-        current.dimensions,
-        current.model,
-        current.dimensions,
-        requeued,
-        False,
-        abandoned=f"{pending.model} ({pending.dimensions} dimensions)",
-    )
+    if current is None:
+        raise NothingToReembed(f"no {serving.kind} snapshot is published: nothing to go back to")
+    return ReembedStart(serving.kind, current.model or "", current.dimensions, current.model, current.dimensions,
+                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
 
 
 def compaction_target(serving: VectorLine, model: str, dimensions: int | None) -> VectorLine:

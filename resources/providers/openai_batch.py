@@ -48,7 +48,7 @@ from embedding_assets.domain.ports import BatchNotFound, EnqueuedLimitReached, P
 try:  # the SDK's HTTP client: httpx2 from openai 3 on, httpx before
     import httpx2 as _http
 except ImportError:  # pragma: no cover - only with openai < 3
-    import httpx as _http
+    import httpx as _http  # type: ignore[no-redef]
 
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_RETRY_AFTER_SECONDS = 120.0

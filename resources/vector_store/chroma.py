@@ -43,7 +43,7 @@ def persistent_collection(
             check_model(collection, model, dimensions)
             yield collection
     finally:
-        client.close()
+        client.close()  # type: ignore[attr-defined]  # on the client since chromadb 1.0, missing from its stubs
 
 
 def check_model(collection: Any, model: str, dimensions: int | None) -> None:

@@ -1,0 +1,34 @@
+"""The OpenAI key reaches its resource only as an EnvVar: the UI's GraphQL API never shows its value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dagster import DagsterInstance
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "sk-test-do-not-show-4f9a1c"
+RESOURCES = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+  allTopLevelResourceDetails { name configuredValues { key value type } nestedResources { name type } } } } } }"""
+
+
+def test_graphql_resource_config_names_the_variable_not_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    target = ModuleTarget(module_name="embedding_assets.definitions", attribute="defs",
+                          working_directory=str(ROOT), location_name="receipt_embeddings")
+    with DagsterInstance.local_temp(str(home)) as instance, WorkspaceProcessContext(instance, target) as workspace:
+        result = execute_dagster_graphql(workspace.create_request_context(), RESOURCES)
+    assert not result.errors, result.errors
+    resources = result.data["repositoriesOrError"]["nodes"][0]["allTopLevelResourceDetails"]
+    by_name = {r["name"]: {c["key"]: c for c in r["configuredValues"]} for r in resources}
+    assert by_name["batch_provider"]["api_key"]["type"] == "ENV_VAR"
+    assert by_name["batch_provider"]["api_key"]["value"] == "OPENAI_API_KEY"
+    assert SECRET not in json.dumps(result.data)
