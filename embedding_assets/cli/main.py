@@ -125,8 +125,9 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             started.append(kind)
             continue
         verb = "resuming the re-embed" if start.resumed else "re-embedding"
-        print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions) beside the serving "
-              f"{start.serving_model} ({start.serving_dimensions or 'native'} dimensions): "
+        print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions, recipe {start.recipe}) "
+              f"beside the serving {start.serving_model} ({start.serving_dimensions or 'native'} dimensions, "
+              f"recipe {start.serving_recipe}): "
               f"{start.requeued} {kind} sent again; "
               f"search answers from the old collection until the new one holds every {kind[:-1]}")
         started.append(kind)
@@ -142,17 +143,26 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from embedding_assets.steps.search import NoSnapshot
 
     try:
-        hits = search_receipts(args.text, args.kind, args.k, args.merchant, open_runtime(settings))
+        hits = search_receipts(args.text, args.kind, args.k, args.merchant, open_runtime(settings), args.mode,
+                               args.receipt)
     except NoSnapshot as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         _json([asdict(h) for h in hits])
         return 0
-    print(f"nearest {args.kind} to {args.text!r}:")
+    filters = "".join(f", {name} {value!r}" for name, value in (("merchant", args.merchant),
+                                                                 ("receipt", args.receipt)) if value)
+    if not hits:
+        print(f"no {args.kind} match {args.text!r} ({args.mode}{filters})")
+        return 0
+    print(f"best {args.kind} for {args.text!r} ({args.mode}{filters}):")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>2}. {hit.distance:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
-              f"receipt {hit.image_id}/{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
+              f"receipt {hit.image_id}:{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
     return 0
 
 
@@ -168,13 +178,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
         print(f"{kind}: items: {items}")
         print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
-        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions) "
+        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions, "
+              f"recipe {s['recipe']}) "
               f"with {s['vectors']} vectors; "
               f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
         if s["reembed"]:
             r = s["reembed"]
             built = f"v{r['next_version']} with {r['next_vectors']} vectors" if r["next_version"] else "nothing yet"
-            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions): built "
+            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions, "
+                  f"recipe {r['to_recipe']}): built "
                   f"{built}; {r['waiting']} {kind} still to re-embed "
                   f"before search switches from v{r['serving_version']}")
         for batch_id, reason in s["stuck"].items():
@@ -350,11 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.set_defaults(func=cmd_run)
 
-    search = sub.add_parser("search", help="nearest items from the latest snapshot")
+    search = sub.add_parser("search", help="best matching items from the latest snapshot")
     search.add_argument("text")
     search.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
     search.add_argument("-k", type=int, default=5)
-    search.add_argument("--merchant")
+    search.add_argument("--mode", choices=("hybrid", "vector", "lexical"), default="hybrid",
+                        help="vector and lexical rankings fused (default), or either alone")
+    search.add_argument("--merchant", help="only this merchant (case-insensitive)")
+    search.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only inside this receipt")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 

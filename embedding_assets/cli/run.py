@@ -91,7 +91,8 @@ def run_kind(
     kind = kind_defs.kind
     started = time.monotonic()
     summary = RunSummary(kind)
-    problem = configuration_problem(runtime.vectors(kind), runtime.provider.model, runtime.provider.dimensions)
+    problem = configuration_problem(runtime.vectors(kind), runtime.provider.model, runtime.provider.dimensions,
+                                    runtime.tuning.steps.recipe(kind))
     if problem:
         raise ModelMismatch(problem)  # before anything is sent: compaction could not merge what it brings back
     before = runtime.store.status_counts(kind)

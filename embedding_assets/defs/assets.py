@@ -129,7 +129,8 @@ def build_kind(kind: str) -> KindDefinitions:
             "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
             "removed": report.removed, "published": report.published, "pruned_versions": len(report.pruned),
             "line": report.line, "reembed_switched": report.switched, "superseded_deltas": report.superseded,
-            "model": runtime.provider.model, "seconds": round(report.seconds, 3),
+            "model": runtime.provider.model, "recipe": runtime.tuning.steps.recipe(kind),
+            "seconds": round(report.seconds, 3),
         })
 
     @asset_check(asset=chroma_snapshot, name="success_matches_snapshot",

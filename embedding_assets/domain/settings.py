@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import overload
 
 from embedding_assets.domain import openai_models
+from embedding_assets.domain.formatting import DEFAULT_RECIPES, RECIPES
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
 
 PROVIDERS = ("local", "openai")
@@ -51,6 +52,7 @@ class Settings:
     enqueued_token_limit: int | None = None
     reap_after_hours: float = 48.0
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
+    recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
 
     @property
     def sqlite_path(self) -> Path:
@@ -113,6 +115,7 @@ class Settings:
             enqueued_token_limit=reader.integer("ENQUEUED_TOKEN_LIMIT", None, minimum=1),
             reap_after_hours=reader.number("REAP_AFTER_HOURS", 48.0, minimum=0.01),
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
+            recipes={kind: reader.choice(f"{kind.upper()}_RECIPE", RECIPES[kind]) for kind in RECIPES},
         )
 
 
@@ -172,6 +175,15 @@ class _Reader:
                 raise ConfigError(f"{name}={raw!r}: expected model=price pairs, comma separated, prices >= 0")
             prices[model.strip()] = price
         return prices
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        """One of `allowed`; unset means the first."""
+        raw = self.text(name)
+        if raw is None:
+            return allowed[0]
+        if raw.lower() not in allowed:
+            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+        return raw.lower()
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.text(name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedding_assets.domain.batching import Budget
+from embedding_assets.domain.formatting import DEFAULT_RECIPES
 from embedding_assets.domain.lease import Lease
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore
 
@@ -33,6 +34,11 @@ class StepSettings:
     delete_intermediate: bool = True
     prices: dict[str, float] | None = None
     reap_after_seconds: float = 48 * 3600
+    recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
+
+    def recipe(self, kind: str) -> str:
+        """What a vector of `kind` stands for (see `domain.formatting`)."""
+        return self.recipes[kind]
 
 
 @dataclass

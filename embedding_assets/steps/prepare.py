@@ -89,7 +89,8 @@ def _receipt_requests(parts: StepParts, kind: str, max_items: int, report: Prepa
             return
         for image_id, receipt_id in page:
             items = store.receipt_items(kind, image_id, receipt_id)
-            built = build(items, store.merchant_name(image_id, receipt_id), parts.provider.max_input_tokens)
+            built = build(items, store.merchant_name(image_id, receipt_id), parts.provider.max_input_tokens,
+                          parts.settings.recipe(kind))
             if built.noise:
                 report.noise += store.mark_noise(kind, built.noise)
             report.receipts += 1

@@ -1,0 +1,103 @@
+"""The lexical side of search: an SQLite FTS5 index of the row texts of one published version.
+
+Receipt vocabulary (TOTAL, GST, CASH, CHANGE, dates, phone numbers) is matched
+exactly here where the embedding model is weak. The index is built from the
+collection itself when a version is staged and travels in the same archive, so
+it always holds the same items as the vectors of that version. FTS5's
+`unicode61` tokenizer folds case and splits `12/03/2018` into `12 03 2018`; a
+query is folded the same way, and each of its whitespace-separated pieces is
+matched as a phrase, so a typed date or phone number matches as a sequence
+while the pieces of a query are alternatives ranked by `bm25()`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+FILE_NAME = "lexical.sqlite3"
+_TOKEN = re.compile(r"\w+")
+_PAGE = 5000
+
+
+def build_index(collection: Any, path: Path) -> int:
+    """Write the index of every item in `collection` to `path` (replaced whole); returns the rows indexed."""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    try:
+        db.execute(
+            "CREATE VIRTUAL TABLE rows USING fts5(text, id UNINDEXED, receipt UNINDEXED, merchant UNINDEXED, "
+            "tokenize='unicode61 remove_diacritics 2')"
+        )
+        db.execute("CREATE TABLE merchants(name TEXT PRIMARY KEY) WITHOUT ROWID")
+        count, offset = 0, 0
+        while True:
+            got = collection.get(limit=_PAGE, offset=offset, include=["documents", "metadatas"])
+            if not got["ids"]:
+                break
+            db.executemany(
+                "INSERT INTO rows(text, id, receipt, merchant) VALUES (?, ?, ?, ?)",
+                [(doc or (meta or {}).get("text", ""), vid, receipt_ref(meta or {}),
+                  str((meta or {}).get("merchant_name") or "").lower())
+                 for vid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])],
+            )
+            db.executemany("INSERT OR IGNORE INTO merchants(name) VALUES (?)",
+                           [(m["merchant_name"],) for m in got["metadatas"] if m and m.get("merchant_name")])
+            count += len(got["ids"])
+            offset += len(got["ids"])
+        db.commit()
+    finally:
+        db.close()
+    tmp.replace(path)
+    return count
+
+
+def receipt_ref(meta: dict[str, Any]) -> str:
+    """`IMAGE_ID:RECEIPT_ID`, as the search filter names a receipt."""
+    return f"{meta.get('image_id', '')}:{int(meta.get('receipt_id') or 0)}"
+
+
+def match_expression(text: str) -> str | None:
+    """The FTS5 query for what a person typed: each piece a phrase of its folded tokens, pieces OR-ed."""
+    phrases = []
+    for piece in text.split():
+        tokens = _TOKEN.findall(piece.lower())
+        if tokens:
+            phrases.append('"' + " ".join(tokens) + '"')
+    return " OR ".join(dict.fromkeys(phrases)) or None
+
+
+class FtsIndex:
+    """A built index opened read-only; safe to share between threads of one process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def rank(self, text: str, limit: int, receipt: str | None = None, merchant: str | None = None) -> list[str]:
+        """Ids of matching items, best first by bm25."""
+        expression = match_expression(text)
+        if expression is None:
+            return []
+        sql = "SELECT id FROM rows WHERE rows MATCH ?"
+        args: list[Any] = [expression]
+        if receipt is not None:
+            sql += " AND receipt = ?"
+            args.append(receipt)
+        if merchant is not None:
+            sql += " AND merchant = ?"
+            args.append(merchant.lower())
+        sql += " ORDER BY bm25(rows) LIMIT ?"
+        args.append(limit)
+        return [row[0] for row in self._db.execute(sql, args)]
+
+    def merchant_names(self, merchant: str) -> list[str]:
+        """The stored spellings of a merchant name, matched case-insensitively."""
+        rows = self._db.execute("SELECT name FROM merchants WHERE lower(name) = ?", (merchant.strip().lower(),))
+        return [row[0] for row in rows]
+
+    def close(self) -> None:
+        self._db.close()
