@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY := true
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test lint dev bench install install-dev clean
+.PHONY: run test lint dev bench eval install install-dev clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: install-dev
 dev: install
 	$(BIN)/receipt-embeddings status > /dev/null
 	$(BIN)/dagster dev -w workspace.yaml
+
+# Retrieval quality (p@5, p@10, MRR per query and mode, recall@10 vs brute force) on labelled receipts.
+eval: install-dev
+	$(BIN)/python -m tests.bench.eval
 
 bench: install-dev
 	$(BIN)/python -m tests.bench.run
