@@ -8,7 +8,7 @@ BALANCE), ROUNDING rows, dates in several formats, rows that also say TOTAL
 without being the total (TOTAL QTY, TOTAL DISCOUNT), occasional OCR
 misspellings (T0TAL, CHANCE) and labels whose value was printed on its own row.
 
-Each row carries its role (merchant, taxid, address, phone, date, item,
+Each row carries its role (merchant, regno (company registration), taxid, address, phone, date, item,
 subtotal, tax, rounding, total, cash, change, card, footer, other), so a
 search can be scored against what a person asking for "total" wants.
 """
@@ -221,7 +221,7 @@ def receipt_rows(rng: random.Random) -> tuple[str, list[LabelledRow]]:
                 )
             ),
             None,
-            "merchant",
+            "regno",
         )
     if malaysian and rng.random() < 0.6:
         add(

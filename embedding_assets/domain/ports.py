@@ -277,8 +277,12 @@ class VectorCollection(Protocol):
 class LexicalIndex(Protocol):
     """A keyword index over the item texts of one published version (same items as its vectors)."""
 
-    def rank(self, text: str, limit: int, receipt: str | None = None, merchant: str | None = None) -> list[str]:
-        """Ids of the items matching `text`, best first; `receipt` is `IMAGE_ID:RECEIPT_ID`."""
+    def rank(self, text: str, limit: int | None, receipt: str | None = None,
+             merchant: str | None = None) -> list[tuple[str, float]]:
+        """(id, score) of the items matching `text`, best (highest score) first, all without a `limit`.
+
+        `receipt` is `IMAGE_ID:RECEIPT_ID`; rows of equal score hold the same query words.
+        """
 
     def merchant_names(self, merchant: str) -> list[str]:
         """The stored spellings of a merchant name, matched case-insensitively."""

@@ -11,8 +11,11 @@ over the top CANDIDATES of each. The lexical side has half the vector side's
 weight: alone it ranks every row holding a query word alike (TOTAL QTY beside
 TOTAL, TAX INVOICE beside GST 6%), while the model tells them apart; at equal
 weight it outvoted the vectors (measured in `make eval` and on real receipts:
-plain equal-weight RRF scored below vectors alone). Where the lexical side
-matches nothing, the vector ranking stands as it is.
+plain equal-weight RRF scored below vectors alone). For the same reason rows
+with equal lexical scores (the same query words held, see
+`resources.vector_store.lexical`) share one lexical rank (competition
+ranking): the order keywords cannot decide is left to the vectors. Where
+the lexical side matches nothing, the vector ranking stands as it is.
 """
 
 from __future__ import annotations
@@ -111,13 +114,15 @@ def search_view(view: SearchView, provider: BatchProvider, query: Query) -> list
     where = _where(query, merchants)
     depth = query.k if query.mode == "vector" else max(query.k, CANDIDATES)
     vector = _vector_ranking(view, provider, query, where, depth) if query.mode != "lexical" else {}
-    lexical: list[str] = []
+    lexical: list[tuple[str, float]] = []
     if query.mode != "vector":
-        lexical = view.lexical.rank(query.text, depth, query.receipt, query.merchant)
+        # hybrid takes every match, so a vector candidate past the lexical top still gets its keyword's due
+        limit = depth if query.mode == "lexical" else None
+        lexical = view.lexical.rank(query.text, limit, query.receipt, query.merchant)
     if query.mode == "vector":
         scores = {vid: 1.0 - dist for vid, (_, dist) in vector.items()}
     elif query.mode == "lexical":
-        scores = {vid: 1.0 / (rank + 1) for rank, vid in enumerate(lexical)}
+        scores = {vid: 1.0 / (rank + 1) for rank, (vid, _) in enumerate(lexical)}
     else:
         scores = _fuse(list(vector), lexical)
     best = sorted(scores, key=lambda vid: -scores[vid])[: query.k]
@@ -132,12 +137,17 @@ def search_view(view: SearchView, provider: BatchProvider, query: Query) -> list
             for vid in best if vid in rows]
 
 
-def _fuse(vector: list[str], lexical: list[str]) -> dict[str, float]:
+def _fuse(vector: list[str], lexical: list[tuple[str, float]]) -> dict[str, float]:
+    """RRF over the vector candidates and the lexical top CANDIDATES; every lexical match of a candidate counts."""
     scores: dict[str, float] = {}
     for rank, vid in enumerate(vector):
         scores[vid] = 1.0 / (RRF_K + rank + 1)
-    for rank, vid in enumerate(lexical):
-        scores[vid] = scores.get(vid, 0.0) + LEXICAL_WEIGHT / (RRF_K + rank + 1)
+    rank, previous = 0, None
+    for position, (vid, score) in enumerate(lexical):
+        if score != previous:
+            rank, previous = position, score
+        if position < CANDIDATES or vid in scores:
+            scores[vid] = scores.get(vid, 0.0) + LEXICAL_WEIGHT / (RRF_K + rank + 1)
     return scores
 
 

@@ -6,12 +6,19 @@ collection itself when a version is staged and travels in the same archive, so
 it always holds the same items as the vectors of that version. FTS5's
 `unicode61` tokenizer folds case and splits `12/03/2018` into `12 03 2018`; a
 query is folded the same way, and each of its whitespace-separated pieces is
-matched as a phrase, so a typed date or phone number matches as a sequence
-while the pieces of a query are alternatives ranked by `bm25()`.
+matched as a phrase, so a typed date or phone number matches as a sequence.
+
+A row's lexical score is the summed rarity (idf) of the query pieces it holds,
+so "total amount" puts rows holding both words first and a rare word counts
+for more than a common one; `bm25()` orders rows of equal score. The score
+deliberately ignores how long a row is: bm25's length penalty ranked a bare
+"Sub Total" above "TOTAL 61.00" (an amount splits into two tokens), and which
+of the rows holding a word is meant is for the embedding model to say.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -60,14 +67,14 @@ def receipt_ref(meta: dict[str, Any]) -> str:
     return f"{meta.get('image_id', '')}:{int(meta.get('receipt_id') or 0)}"
 
 
-def match_expression(text: str) -> str | None:
-    """The FTS5 query for what a person typed: each piece a phrase of its folded tokens, pieces OR-ed."""
-    phrases = []
+def phrases(text: str) -> list[str]:
+    """What a person typed as FTS5 phrases: each whitespace-separated piece, its folded tokens in order."""
+    found = []
     for piece in text.split():
         tokens = _TOKEN.findall(piece.lower())
         if tokens:
-            phrases.append('"' + " ".join(tokens) + '"')
-    return " OR ".join(dict.fromkeys(phrases)) or None
+            found.append('"' + " ".join(tokens) + '"')
+    return list(dict.fromkeys(found))
 
 
 class FtsIndex:
@@ -77,22 +84,38 @@ class FtsIndex:
         self.path = path
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
-    def rank(self, text: str, limit: int, receipt: str | None = None, merchant: str | None = None) -> list[str]:
-        """Ids of matching items, best first by bm25."""
-        expression = match_expression(text)
-        if expression is None:
+    def rank(self, text: str, limit: int | None, receipt: str | None = None,
+             merchant: str | None = None) -> list[tuple[str, float]]:
+        """(id, score) of matching items, best (highest score) first, all of them without a `limit`."""
+        weights = self._idf(phrases(text))
+        if not weights:
             return []
-        sql = "SELECT id FROM rows WHERE rows MATCH ?"
-        args: list[Any] = [expression]
+        filters, args = "", []
         if receipt is not None:
-            sql += " AND receipt = ?"
+            filters += " AND receipt = ?"
             args.append(receipt)
         if merchant is not None:
-            sql += " AND merchant = ?"
+            filters += " AND merchant = ?"
             args.append(merchant.lower())
-        sql += " ORDER BY bm25(rows) LIMIT ?"
-        args.append(limit)
-        return [row[0] for row in self._db.execute(sql, args)]
+        score: dict[str, float] = {}
+        best_bm25: dict[str, float] = {}
+        sql = f"SELECT id, bm25(rows) FROM rows WHERE rows MATCH ?{filters}"
+        for phrase, idf in weights.items():
+            for vid, bm25 in self._db.execute(sql, [phrase, *args]):
+                score[vid] = score.get(vid, 0.0) + idf
+                best_bm25[vid] = min(bm25, best_bm25.get(vid, 0.0))
+        ranked = sorted(score, key=lambda vid: (-score[vid], best_bm25[vid]))[:limit]
+        return [(vid, score[vid]) for vid in ranked]
+
+    def _idf(self, wanted: list[str]) -> dict[str, float]:
+        """Each phrase that occurs at all, with its rarity over the whole version."""
+        total = self._db.execute("SELECT count(*) FROM rows").fetchone()[0]
+        weights = {}
+        for phrase in wanted:
+            df = self._db.execute("SELECT count(*) FROM rows WHERE rows MATCH ?", (phrase,)).fetchone()[0]
+            if df:
+                weights[phrase] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+        return weights
 
     def merchant_names(self, merchant: str) -> list[str]:
         """The stored spellings of a merchant name, matched case-insensitively."""
