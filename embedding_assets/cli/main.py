@@ -27,14 +27,14 @@ def _json(value: object) -> None:
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from embedding_assets.api import open_runtime
-    from embedding_assets.data.demo import generate_receipts
+    from embedding_assets.data.realistic import labelled_receipts
 
     runtime = open_runtime(settings)
     existing = runtime.store.receipt_count()
     if args.if_empty and existing:
         print(f"store already holds {existing} receipts: not seeding")
         return 0
-    receipts = generate_receipts(args.receipts, seed=args.seed)
+    receipts = [receipt for receipt, _ in labelled_receipts(args.receipts, seed=args.seed)]
     written = runtime.store.put_receipts(receipts)
     lines = sum(len(r.lines) for r in receipts)
     words = sum(len(r.words) for r in receipts)

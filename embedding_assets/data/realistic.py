@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 
 from embedding_assets.data.demo import lay_out
 from embedding_assets.domain.models import Receipt
@@ -159,7 +160,7 @@ TOTAL_WORDS = (
     "TOTAL SALES",
 )
 SUB_WORDS = ("SUB TOTAL", "SUBTOTAL", "SUB-TOTAL", "TOTAL SALES (EXCLUDING GST)", "TOTAL EXCL. GST", "AMOUNT")
-CASH_WORDS = ("CASH", "CASH", "CASH TENDERED", "CASH RM", "TENDERED", "PAID AMOUNT")
+CASH_WORDS = ("CASH", "CASH", "CASH TENDERED", "CASH RM", "TENDERED", "PAYMENT")
 CHANGE_WORDS = ("CHANGE", "CHANGE", "CHANGE DUE", "BALANCE", "CHANGE (RM)")
 FOOTERS = (
     "THANK YOU",
@@ -347,9 +348,9 @@ def labelled_receipts(n: int, seed: int = 7) -> list[tuple[Receipt, dict[int, st
     """`n` receipts, each with the role of every line by line id."""
     rng = random.Random(seed)
     out = []
-    for index in range(n):
+    for _ in range(n):
         name, rows = receipt_rows(rng)
-        image_id = f"{seed:04d}{index:08d}-0000-4000-8000-000000000000"
+        image_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         receipt, origin = lay_out(rng, image_id, 1, name, [row[:3] for row in rows])
         out.append((receipt, {line_id: rows[row][3] for line_id, row in enumerate(origin)}))
     return out

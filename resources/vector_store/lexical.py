@@ -39,7 +39,8 @@ def build_index(collection: Any, path: Path) -> int:
             "CREATE VIRTUAL TABLE rows USING fts5(text, id UNINDEXED, receipt UNINDEXED, merchant UNINDEXED, "
             "tokenize='unicode61 remove_diacritics 2')"
         )
-        db.execute("CREATE TABLE merchants(name TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute("CREATE TABLE merchants(name TEXT PRIMARY KEY, folded TEXT) WITHOUT ROWID")
+        db.execute("CREATE INDEX merchants_folded ON merchants(folded)")
         count, offset = 0, 0
         while True:
             got = collection.get(limit=_PAGE, offset=offset, include=["documents", "metadatas"])
@@ -51,8 +52,9 @@ def build_index(collection: Any, path: Path) -> int:
                   str((meta or {}).get("merchant_name") or "").lower())
                  for vid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])],
             )
-            db.executemany("INSERT OR IGNORE INTO merchants(name) VALUES (?)",
-                           [(m["merchant_name"],) for m in got["metadatas"] if m and m.get("merchant_name")])
+            db.executemany("INSERT OR IGNORE INTO merchants(name, folded) VALUES (?, ?)",
+                           [(m["merchant_name"], str(m["merchant_name"]).lower())
+                            for m in got["metadatas"] if m and m.get("merchant_name")])
             count += len(got["ids"])
             offset += len(got["ids"])
         db.commit()
@@ -119,7 +121,7 @@ class FtsIndex:
 
     def merchant_names(self, merchant: str) -> list[str]:
         """The stored spellings of a merchant name, matched case-insensitively."""
-        rows = self._db.execute("SELECT name FROM merchants WHERE lower(name) = ?", (merchant.strip().lower(),))
+        rows = self._db.execute("SELECT name FROM merchants WHERE folded = ?", (merchant.strip().lower(),))
         return [row[0] for row in rows]
 
     def close(self) -> None:
