@@ -361,13 +361,15 @@ def test_polling_pages_through_any_number_of_batches_across_calls(runtime, fake_
     assert pages == -(-len(live) // 2)
 
 
-def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api):
+def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api, monkeypatch):
     from dagster import DagsterInstance
 
     from embedding_assets.cli.run import run_kind
     from embedding_assets.definitions import KIND_DEFS, build_definitions
 
-    settings = Settings.from_env(openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02"))
+    env = openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02")
+    monkeypatch.setenv("OPENAI_API_KEY", env["OPENAI_API_KEY"])  # the resource reads it as an EnvVar, at run time
+    settings = Settings.from_env(env)
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(generate_receipts(1, seed=5))
     fake_api.switches.shuffle = True
