@@ -17,8 +17,10 @@ from embedding_assets.domain.lease import Lease, LeaseHeld
 from embedding_assets.domain.models import Box, Item, Stage, Status, line_key, receipt_key, word_key
 from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
-from resources.receipt_store import dynamodb as dynamodb_store
-from resources.receipt_store.dynamodb import SEED_STATUS, DynamoReceiptStore, dynamodb_client
+from resources.receipt_store import dynamodb_receipts, dynamodb_records, dynamodb_status, dynamodb_table
+from resources.receipt_store.dynamodb import DynamoReceiptStore
+from resources.receipt_store.dynamodb_keys import SEED_STATUS
+from resources.receipt_store.dynamodb_table import dynamodb_client
 from tests.aws_fixtures import aws_backend_env, new_table
 from tests.conftest import base_env
 from tests.test_sqlite_store import make_batch, make_receipt
@@ -147,12 +149,12 @@ def test_big_receipt_is_written_in_batches_within_the_per_call_limit(store, monk
     monkeypatch.setattr(store, "_client", Counting())
     store.put_receipts([make_receipt("img-a", 1, [f"line {i}" for i in range(30)], words_per_line=2)])
 
-    assert sum(sizes) == 1 + 30 + 60 and max(sizes) == dynamodb_store.BATCH_WRITE_LIMIT
+    assert sum(sizes) == 1 + 30 + 60 and max(sizes) == dynamodb_table.BATCH_WRITE_LIMIT
     assert store.status_counts("words") == {"NONE": 60}
 
 
 def test_unembedded_receipts_in_key_order_with_paging(store, monkeypatch):
-    monkeypatch.setattr(dynamodb_store, "QUERY_PAGE", 1)
+    monkeypatch.setattr(dynamodb_receipts, "QUERY_PAGE", 1)
     store.put_receipts([make_receipt("img-b", 1, ["x"]), make_receipt("img-a", 10, ["x", "y"]),
                         make_receipt("img-a", 9, ["x"])])
     store.put_receipts([make_receipt("img-a", 2, ["x"])])
@@ -167,7 +169,7 @@ def test_unembedded_receipts_in_key_order_with_paging(store, monkeypatch):
 
 
 def test_items_with_status_streams_every_item(store, monkeypatch):
-    monkeypatch.setattr(dynamodb_store, "QUERY_PAGE", 3)
+    monkeypatch.setattr(dynamodb_status, "QUERY_PAGE", 3)
     store.put_receipts([make_receipt("img-a", r, [f"l{i}" for i in range(4)]) for r in (1, 2)])
     store.claim("lines", [line_key("img-a", 1, 0)], "b1")
 
@@ -323,7 +325,7 @@ def test_unknown_kind_is_rejected(store):
 
 
 def test_throttling_and_transaction_conflicts_are_retried(store, monkeypatch):
-    monkeypatch.setattr(dynamodb_store, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(dynamodb_table, "BACKOFF_BASE_SECONDS", 0.001)
     store.put_receipts([make_receipt("img-a", 1, ["A", "B"])])
     real = store._client
     failures = {"update_item": ["TransactionConflictException", "ThrottlingException"],
@@ -352,7 +354,7 @@ def test_throttling_and_transaction_conflicts_are_retried(store, monkeypatch):
 
 
 def test_unprocessed_batch_writes_are_sent_again(store, monkeypatch):
-    monkeypatch.setattr(dynamodb_store, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(dynamodb_table, "BACKOFF_BASE_SECONDS", 0.001)
     real = store._client
     calls: list[int] = []
 
@@ -436,7 +438,7 @@ def test_list_batches_oldest_first_by_kind_and_stage(store):
 
 
 def test_long_receipt_refs_are_cut_to_fit_the_item(store, monkeypatch):
-    monkeypatch.setattr(dynamodb_store, "RECEIPT_REFS_BYTES", 1000)
+    monkeypatch.setattr(dynamodb_records, "RECEIPT_REFS_BYTES", 1000)
     record = make_batch("b1")
     record.receipt_refs = [(str(uuid.UUID(int=i)), 1) for i in range(100)]
     store.put_batch(record)

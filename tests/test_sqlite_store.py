@@ -160,7 +160,7 @@ def test_unembedded_receipts_is_an_index_range_scan(store, tmp_path):
 
 
 def test_items_with_status_streams_every_item(store, monkeypatch):
-    monkeypatch.setattr("resources.receipt_store.sqlite.PAGE_SIZE", 3)
+    monkeypatch.setattr("resources.receipt_store.sqlite_status.PAGE_SIZE", 3)
     store.put_receipts([make_receipt("img-a", r, [f"l{i}" for i in range(4)]) for r in (1, 2)])
     store.claim("lines", [line_key("img-a", 1, 0)], "b1")
 

@@ -284,7 +284,7 @@ def cmd_receipts_set_text(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_aws_create_table(args: argparse.Namespace, settings: Settings) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from resources.receipt_store.dynamodb import create_table
+    from resources.receipt_store.dynamodb_table import create_table
 
     name = args.table or settings.dynamodb_table
     if not name:
