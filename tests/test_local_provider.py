@@ -7,7 +7,8 @@ import pytest
 from embedding_assets.domain.ports import BatchNotFound
 from embedding_assets.domain.results import Result, iter_results
 from resources.providers import local as local_provider
-from resources.providers.local import MODEL, LocalBatchProvider, load_model
+from resources.providers.local import LocalBatchProvider
+from resources.providers.local_model import MODEL, load_model
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +166,7 @@ def test_crash_mid_processing_is_redone(provider: LocalBatchProvider, tmp_path: 
     def crash(*args):
         raise MemoryError("killed")
 
-    monkeypatch.setattr(local_provider, "_write_responses", crash)
+    monkeypatch.setattr(local_provider, "write_responses", crash)
     with pytest.raises(MemoryError):
         provider.retrieve(created.id)
     monkeypatch.undo()
