@@ -16,7 +16,7 @@ from embedding_assets.domain.settings import ConfigError, Settings
 from resources.providers import openai_batch as openai_provider
 from resources.providers.openai_batch import DownloadFailed, OpenAIBatchProvider
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_vector
-from tests.test_openai_pipeline import KIND, make_runtime, openai_env, quiet, settle
+from tests.support import KIND, make_runtime, openai_env, quiet, settle
 
 
 def provider(api: FakeBatchAPI, **kw) -> OpenAIBatchProvider:
