@@ -103,11 +103,15 @@ def object_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     """A local folder, or S3 on moto with two buckets and listings of two keys a page, so every list pages."""
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
-    endpoint = request.getfixturevalue("moto_endpoint")
+    monkeypatch.setattr(s3_object_store, "LIST_PAGE", 2)
+    return _s3_objects(request.getfixturevalue("moto_endpoint"))
+
+
+def _s3_objects(endpoint: str) -> S3ObjectStore:
+    """S3 on moto with fresh buckets, request files apart from the rest as in production."""
     suffix = uuid.uuid4().hex[:12]
     buckets = (f"requests-{suffix}", f"chroma-{suffix}")
     create_buckets(buckets, endpoint_url=endpoint)
-    monkeypatch.setattr(s3_object_store, "LIST_PAGE", 2)
     return S3ObjectStore(*buckets, endpoint_url=endpoint)
 
 
@@ -137,9 +141,5 @@ def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> VectorStore:
     if request.param == "snapshots-local":
         objects = LocalObjectStore(tmp_path / "objects")
     else:
-        endpoint = request.getfixturevalue("moto_endpoint")
-        suffix = uuid.uuid4().hex[:12]
-        buckets = (f"requests-{suffix}", f"chroma-{suffix}")
-        create_buckets(buckets, endpoint_url=endpoint)
-        objects = S3ObjectStore(*buckets, endpoint_url=endpoint)
+        objects = _s3_objects(request.getfixturevalue("moto_endpoint"))
     return SnapshotVectorStore(objects, tmp_path / "cache", keep_versions=1)
