@@ -358,11 +358,13 @@ def test_lock_respects_another_owner_and_release_is_owner_checked(store_backend)
 def test_expired_lock_is_taken_over_and_heartbeat_is_owner_checked(receipt_store, store_backend):
     store = receipt_store
     name = "lines-create"
-    assert store.acquire_lock(name, ME, 0.05)
-    assert store.heartbeat_lock(name, ME, 0.05)
+    # Long enough for the three calls before the sleep on a loaded machine (moto answers in tens of ms).
+    ttl = 0.5
+    assert store.acquire_lock(name, ME, ttl)
+    assert store.heartbeat_lock(name, ME, ttl)
     assert not store.heartbeat_lock(name, YOU, 60)
     assert store.lock_owner(name) == ME
-    time.sleep(0.1)
+    time.sleep(ttl + 0.1)
 
     assert store.lock_owner(name) is None
     assert store.acquire_lock(name, YOU, 60)
