@@ -205,6 +205,9 @@ def check_layout(item: dict[str, Any]) -> None:
             assert set(ref["M"]) == {"image_id", "receipt_id"}
             assert "S" in ref["M"]["image_id"] and "N" in ref["M"]["receipt_id"]
         assert all("NULL" not in v for v in item.values())
+    elif kind == "VECTOR_CHANGE":  # ours: the change feed, under a key no seed query reads, in no GSI but GSITYPE
+        assert pk in ("CHANGES#lines", "CHANGES#words") and set(item) == {"PK", "SK", "TYPE", "item_key"}
+        _iso_utc({"S": sk.split("#")[0]})
     elif kind == "COMPACTION_LOCK":
         collection = item["collection"]["S"]
         assert collection in ("lines", "words") and pk.startswith(f"LOCK#{collection}#") and sk == "LOCK"

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from embedding_assets.domain.models import Item, Receipt, Status, receipt_key
+from resources.receipt_store.dynamodb_changes import DynamoChanges
 from resources.receipt_store.dynamodb_expressions import Expression, dump
-from resources.receipt_store.dynamodb_keys import GSI1_PREFIX, GSI3_SORT, ITEM_TYPE, gsi1pk, receipt_sort_key
+from resources.receipt_store.dynamodb_keys import GSI1_PREFIX, GSI3_SORT, ITEM_TYPE, gsi1pk, key_of, receipt_sort_key
 from resources.receipt_store.dynamodb_records import (
     GEOMETRY,
     ITEM_PROJECTION,
@@ -16,14 +17,16 @@ from resources.receipt_store.dynamodb_records import (
     to_item,
     validate_layout,
 )
-from resources.receipt_store.dynamodb_table import QUERY_PAGE, DynamoTable, parallel
+from resources.receipt_store.dynamodb_table import QUERY_PAGE, parallel
 from resources.receipt_store.rules import check_kind, validate_receipt
 
+Record = dict[str, Any]
+_KIND_OF_TYPE = {item_type: kind for kind, item_type in ITEM_TYPE.items()}
 # Attributes a place item carries when this store wrote it; anything more is the seed's.
 _OWN_PLACE_ATTRIBUTES = frozenset({"PK", "SK", "TYPE", "merchant_name"})
 
 
-class DynamoReceipts(DynamoTable):
+class DynamoReceipts(DynamoChanges):
     """Receipts and items as the seed keeps them; an import never rewrites what the seed wrote beside them."""
 
     def put_receipts(self, receipts: Iterable[Receipt]) -> int:
@@ -50,8 +53,10 @@ class DynamoReceipts(DynamoTable):
             validate_layout(receipt)
             latest[receipt.key] = receipt  # a receipt listed twice: the later one wins, as it would in order
         plans = parallel(self._plan_receipt, list(latest.values()))
-        self._batch_write([request for writes, _ in plans for request in writes])
-        parallel(lambda update: self._apply_update(*update), [update for _, updates in plans for update in updates])
+        for kind in ITEM_TYPE:  # write-ahead: the change feed first (see dynamodb_changes)
+            self._record_changes(kind, [key for _, _, changed in plans for of_kind, key in changed if of_kind == kind])
+        self._batch_write([request for writes, _, _ in plans for request in writes])
+        parallel(lambda update: self._apply_update(*update), [update for _, updates, _ in plans for update in updates])
         return len(receipts)
 
     def _receipt_records(self, image_id: str, receipt_id: int) -> list[dict[str, Any]]:
@@ -64,10 +69,10 @@ class DynamoReceipts(DynamoTable):
         )
         return [r for r in records if r["SK"] == prefix or r["SK"].startswith(prefix + "#")]
 
-    def _plan_receipt(
-        self, receipt: Receipt
-    ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
-        """(batch write requests, conditional updates as (existing record, new record)) for one receipt."""
+    def _plan_receipt(self, receipt: Receipt) -> tuple[list[Record], list[tuple[Record, Record]],
+                                                       list[tuple[str, str]]]:
+        """(batch write requests, conditional updates as (existing record, new record), (kind, key) of the
+        items whose vectors the import makes stale: deleted, or given new text) for one receipt."""
         existing = {r["SK"]: r for r in self._receipt_records(receipt.image_id, receipt.receipt_id)}
         receipt_sk = receipt_sort_key(receipt.receipt_id)
         pk = f"IMAGE#{receipt.image_id}"
@@ -84,6 +89,7 @@ class DynamoReceipts(DynamoTable):
         elif ours and place is not None and not receipt.merchant_name:
             writes.append({"DeleteRequest": {"Key": dump({"PK": pk, "SK": place["SK"]})}})
         wanted = set()
+        changed: list[tuple[str, str]] = []
         for item in (*receipt.lines, *receipt.words):
             record = item_record(item)
             wanted.add(record["SK"])
@@ -92,10 +98,13 @@ class DynamoReceipts(DynamoTable):
                 writes.append({"PutRequest": {"Item": dump(record)}})
             elif content(old) != content(record):
                 updates.append((old, record))
+                if old["text"] != record["text"]:
+                    changed.append((item.kind, key_of(old)))
         for sk, old in existing.items():
             if old.get("TYPE") in ITEM_TYPE.values() and sk not in wanted:
                 writes.append({"DeleteRequest": {"Key": dump({"PK": pk, "SK": sk})}})
-        return writes, updates
+                changed.append((_KIND_OF_TYPE[old["TYPE"]], key_of(old)))
+        return writes, updates, changed
 
     def _apply_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         """Rewrite an item's content; a new text also starts its embedding over (NONE, no batch, no attempts)."""
@@ -125,17 +134,19 @@ class DynamoReceipts(DynamoTable):
         """
         receipt_sk = receipt_sort_key(receipt_id)
         gone: list[dict[str, Any]] = []
-        items = 0
+        items: list[tuple[str, str]] = []
         for record in self._receipt_records(image_id, receipt_id):
             item_type = record.get("TYPE")
             if item_type in ITEM_TYPE.values():
-                items += 1
+                items.append((_KIND_OF_TYPE[record["TYPE"]], key_of(record)))
             elif not ((record["SK"] == receipt_sk and item_type == "RECEIPT")
                       or (item_type == "RECEIPT_PLACE" and set(record) <= _OWN_PLACE_ATTRIBUTES)):
                 continue
             gone.append({"DeleteRequest": {"Key": dump({"PK": record["PK"], "SK": record["SK"]})}})
+        for kind in ITEM_TYPE:  # write-ahead, as in put_receipts
+            self._record_changes(kind, [key for of_kind, key in items if of_kind == kind])
         self._batch_write(gone)
-        return items
+        return len(items)
 
     def receipt_count(self) -> int:
         """Receipt rows by `TYPE`, so placeholders at receipt keys are not counted."""

@@ -12,14 +12,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from embedding_assets.domain.models import OWNS_ITEMS, Item, Status
+from resources.receipt_store.dynamodb_changes import DynamoChanges
 from resources.receipt_store.dynamodb_expressions import Expression, dump
 from resources.receipt_store.dynamodb_keys import GSI1_PREFIX, ITEM_TYPE, gsi1pk, key_of, table_key
 from resources.receipt_store.dynamodb_records import ITEM_PROJECTION, to_batch, to_item
-from resources.receipt_store.dynamodb_table import QUERY_PAGE, DynamoTable, parallel
+from resources.receipt_store.dynamodb_table import QUERY_PAGE, parallel
 from resources.receipt_store.rules import check_kind
 
 
-class DynamoStatuses(DynamoTable):
+class DynamoStatuses(DynamoChanges):
     """Claims, releases and the other status transitions, and the reads by status over GSI1."""
 
     def _status_update(self, kind: str, key: str, status: Status, e: Expression, condition: str,
@@ -153,6 +154,8 @@ class DynamoStatuses(DynamoTable):
         """`status` -> NONE with attempts reset, for these keys only; a re-embed sends SUCCESS items again."""
         check_kind(kind)
         wanted = Status(status)
+        if wanted == Status.SUCCESS:
+            self._record_changes(kind, keys)  # write-ahead: their vectors are about to stand for non-SUCCESS items
 
         def build(key: str, e: Expression) -> dict[str, Any]:
             return self._status_update(kind, key, Status.NONE, e, e.status_is(wanted),
@@ -164,6 +167,7 @@ class DynamoStatuses(DynamoTable):
     def set_text(self, kind: str, key: str, text: str) -> bool:
         """A corrected text: the item goes back to NONE so it is embedded again; False if no such item."""
         check_kind(kind)
+        self._record_changes(kind, [key])  # write-ahead (see dynamodb_changes)
 
         def build(item_key: str, e: Expression) -> dict[str, Any]:
             return self._status_update(

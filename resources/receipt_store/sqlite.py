@@ -14,13 +14,14 @@ never interleave statements on it.
 from __future__ import annotations
 
 from resources.receipt_store.sqlite_batches import SqliteBatches, SqliteLeases
+from resources.receipt_store.sqlite_changes import SqliteChanges
 from resources.receipt_store.sqlite_receipts import SqliteReceipts
 from resources.receipt_store.sqlite_status import SqliteStatuses
 
 
-class SqliteReceiptStore(SqliteReceipts, SqliteStatuses, SqliteBatches, SqliteLeases):
+class SqliteReceiptStore(SqliteReceipts, SqliteStatuses, SqliteBatches, SqliteLeases, SqliteChanges):
     """`ReceiptStore` on a local SQLite file (see the module docstring for the concurrency model).
 
     Each part is a class of its own over the same connection (`SqliteDatabase`): receipts and items,
-    status transitions, batch records and leases.
+    status transitions, batch records, leases, and the change feed compaction reads.
     """

@@ -101,6 +101,31 @@ SCHEMA = (
         expires REAL NOT NULL
     )
     """,
+    # The change feed compaction reads: every change that can make a vector stale is written by a
+    # trigger in the transaction that makes it, whoever makes it (a cascade from a deleted receipt too).
+    """
+    CREATE TABLE IF NOT EXISTS vector_changes (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT    NOT NULL,
+        key  TEXT    NOT NULL
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS vector_changes_by_kind ON vector_changes (kind, seq)
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS items_deleted_change AFTER DELETE ON items
+    BEGIN INSERT INTO vector_changes (kind, key) VALUES (old.kind, old.key); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS items_text_change AFTER UPDATE OF text ON items WHEN new.text IS NOT old.text
+    BEGIN INSERT INTO vector_changes (kind, key) VALUES (new.kind, new.key); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS items_left_success_change AFTER UPDATE OF status ON items
+    WHEN old.status = 'SUCCESS' AND new.status <> 'SUCCESS'
+    BEGIN INSERT INTO vector_changes (kind, key) VALUES (new.kind, new.key); END
+    """,
 )
 
 ITEM_COLUMNS = (

@@ -373,3 +373,44 @@ def test_expired_lock_is_taken_over_and_heartbeat_is_owner_checked(receipt_store
     assert store.lock_owner(name) == YOU
     assert store.heartbeat_lock(name, YOU, 60)
     store_backend.check_stored(store)
+
+
+# The change feed compaction reads
+
+
+def test_the_change_feed_records_what_can_make_a_vector_stale(receipt_store, monkeypatch):
+    from resources.receipt_store import dynamodb_changes
+
+    monkeypatch.setattr(dynamodb_changes, "FEED_SETTLE_SECONDS", 0.0)  # read what was just written
+    store = receipt_store
+    store.put_receipts([make_receipt("img-f", 1, ["TOTAL", "MILK", "BREAD", "EGGS"], words_per_line=1)])
+    keys = [line_key("img-f", 1, i) for i in range(4)]
+    start = store.changes_head("lines")
+    assert store.vector_changes("lines", start) == ([], start), "new items make no vector stale"
+    assert store.claim("lines", keys, "b1") == keys and store.mark_success("lines", keys, "b1") == 4
+    assert store.vector_changes("lines", start) == ([], start), "nor does embedding them"
+
+    store.set_text("lines", keys[0], "TOTAL 9.99")
+    assert store.requeue("lines", Status.SUCCESS.value, [keys[1]]) == 1
+    store.put_receipts([make_receipt("img-f", 1, ["TOTAL 9.99", "MILK", "BREAD"], words_per_line=1)])  # EGGS gone
+    changed, cursor = store.vector_changes("lines", start)
+    assert set(changed) == {keys[0], keys[1], keys[3]}
+    assert cursor == store.changes_head("lines") != start
+    assert store.vector_changes("lines", cursor) == ([], cursor), "a change is read once"
+    assert all(key.endswith("#WORD#00000") for key in store.vector_changes("words", "")[0]), "kinds apart"
+
+    store.delete_receipt("img-f", 1)
+    gone, _ = store.vector_changes("lines", cursor)
+    assert set(gone) == set(keys[:3])
+
+
+def test_items_by_key_reads_any_status_and_skips_unknown_keys(receipt_store):
+    store = receipt_store
+    store.put_receipts([make_receipt("img-k", 1, ["A", "B"], words_per_line=1)])
+    keys = [line_key("img-k", 1, 0), line_key("img-k", 1, 1)]
+    store.claim("lines", keys[:1], "b1")
+    found = store.items_by_key("lines", [*keys, line_key("img-k", 9, 0), word_key("img-k", 1, 0, 0)])
+    assert set(found) == set(keys)
+    assert (found[keys[0]].status, found[keys[0]].batch_id) == (Status.PENDING, "b1")
+    assert found[keys[1]].status == Status.NONE and found[keys[1]].text == "B"
+    assert store.items_by_key("words", [word_key("img-k", 1, 0, 0)])[word_key("img-k", 1, 0, 0)].text
