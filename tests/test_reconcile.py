@@ -120,3 +120,17 @@ def test_the_compaction_check_covers_what_it_touched_and_a_sample(settings, inst
     _delete_behind_our_back(settings, victim)
     sampled = sampled_agreement(runtime.store, runtime.vectors(KIND), [victim], sample=10_000)
     assert not sampled.ok and sampled.extra_sample == [victim]
+
+
+def test_the_reconcile_command_repairs_and_says_so(settings, demo_receipts, capsys, monkeypatch):
+    from embedding_assets.cli.main import main
+
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts[:1])
+    drive(runtime, KIND)
+    victim = sorted(_vector_ids(runtime))[0]
+    _delete_behind_our_back(settings, victim)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    assert main(["reconcile", "--kind", KIND]) == 1
+    assert "1 vectors of missing items removed" in capsys.readouterr().out
+    assert main(["reconcile", "--kind", KIND]) == 0

@@ -71,3 +71,21 @@ def cmd_receipts_set_text(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"{args.item_id}: text set; it is embedded again at the next run")
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """Every vector against every item: what the daily reconcile job does, now."""
+    from embedding_assets.api import open_runtime
+    from embedding_assets.steps.reconcile import reconcile
+
+    runtime = open_runtime(settings)
+    steps = runtime.tuning.steps
+    dirty = False
+    for kind in KIND_CHOICES if args.kind == "all" else (args.kind,):
+        report = reconcile(runtime.store, runtime.vectors(kind), steps.lock_ttl_seconds, steps.heartbeat_seconds,
+                           runtime.tuning.chunk_size)
+        print(f"{kind}: {report.vectors_before} vectors against {report.success_items} SUCCESS items: "
+              f"{report.removed} vectors of missing items removed, {report.requeued} items without a vector "
+              f"sent again ({report.seconds:.1f} s)")
+        dirty = dirty or not report.clean
+    return 1 if dirty else 0

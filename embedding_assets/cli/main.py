@@ -20,6 +20,7 @@ from embedding_assets.cli.commands_lifecycle import (
     cmd_batches_cancel,
     cmd_receipts_delete,
     cmd_receipts_set_text,
+    cmd_reconcile,
     cmd_retry_failed,
 )
 from embedding_assets.cli.commands_pipeline import cmd_reembed, cmd_run
@@ -92,6 +93,12 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     reembed.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up on pending items")
     reembed.add_argument("--json", action="store_true")
     reembed.set_defaults(func=cmd_reembed)
+
+    reconcile = sub.add_parser("reconcile", help=(
+        "compare every vector with every item now (the daily job): remove vectors of items gone, resend items "
+        "without one; exit 1 when anything needed repair"))
+    reconcile.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="all")
+    reconcile.set_defaults(func=cmd_reconcile)
 
     retry = sub.add_parser("retry-failed", help="send FAILED items (dead letters) back to NONE")
     retry.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="all")
