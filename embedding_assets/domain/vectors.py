@@ -43,6 +43,8 @@ class Pointer:
     created_at: str
     model: str | None = None
     dimensions: int | None = None
+    # How far the store's change feed has been applied to this version; None before the feed existed.
+    changes_cursor: str | None = None
     recipe: str | None = None
 
     @property
@@ -59,7 +61,7 @@ class Pointer:
     @classmethod
     def unpublished(cls, model: str, dimensions: int | None, recipe: str) -> Pointer:
         """A NEXT line opened for `model` and `recipe` before anything is merged into it."""
-        return cls(0, "", "", 0, utc_now(), model, dimensions, recipe)
+        return cls(0, "", "", 0, utc_now(), model, dimensions, recipe=recipe)
 
 
 @dataclass(frozen=True)

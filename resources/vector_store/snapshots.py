@@ -201,9 +201,10 @@ class SnapshotStore:
         return Staged(version, key, sha)
 
     def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
-             recipe: str | None = None) -> Pointer:
+             changes_cursor: str | None = None, recipe: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
-        pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions, recipe)
+        pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions,
+                          changes_cursor, recipe)
         return self.write_pointer(pointer)
 
     def prune(self) -> list[str]:

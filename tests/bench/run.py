@@ -152,7 +152,8 @@ class StandInProvider:
     def add_result_file(self, custom_ids: Sequence[str], encoding: str = "base64") -> str:
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         started = time.perf_counter()
-        self.generated_bytes += write_result_file(self.file_path(file_id), custom_ids, self.dimensions, encoding, self.rng)
+        self.generated_bytes += write_result_file(self.file_path(file_id), custom_ids, self.dimensions, encoding,
+                                                  self.rng)
         self.generate_seconds += time.perf_counter() - started
         self.generated_vectors += len(custom_ids)
         return file_id
@@ -276,8 +277,8 @@ class Report:
     def table(self) -> str:
         header = ("stage", "items", "seconds", "rate", "target")
         body = [
-            (r.stage, "" if r.items is None else f"{r.items:,} {r.unit}", "" if r.seconds is None else f"{r.seconds:.2f}",
-             r.rate, r.target)
+            (r.stage, "" if r.items is None else f"{r.items:,} {r.unit}",
+             "" if r.seconds is None else f"{r.seconds:.2f}", r.rate, r.target)
             for r in self.rows
         ]
         widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
@@ -428,7 +429,8 @@ def bench_store_steps(report: Report, db: Path, objects_dir: Path, provider: Sta
         report.notes.append(f"request files: {len(planned)} file(s), {input_bytes / MB:.1f} MB of requests + "
                             f"{manifest_bytes / MB:.1f} MB of manifests for {requests:,} requests")
 
-        claim_keys = [[k for receipt in plan.receipts for r in receipt.requests for k in r.item_keys] for plan in planned]
+        claim_keys = [[k for receipt in plan.receipts for r in receipt.requests for k in r.item_keys]
+                      for plan in planned]
         won, seconds = timed(lambda: sum(len(store.claim(KIND, ks, f"bench-{n}")) for n, ks in enumerate(claim_keys)))
         report.row("claim (store.claim, NONE -> PENDING)", won, "lines", seconds)
     finally:
@@ -448,7 +450,8 @@ def bench_prepare(report: Report, world: World) -> int:
     rest = seconds - find - read - claim - puts - c["store.mark_noise"] - c["store.put_batch"]
     report.notes.append(
         f"prepare breakdown: find {find:.2f}s, read items {read:.2f}s, claim {claim:.2f}s, object puts {puts:.2f}s, "
-        f"format+encode+local writes+lease {rest:.2f}s; {len(prepared.batches)} batch(es), {prepared.requests:,} requests"
+        f"format+encode+local writes+lease {rest:.2f}s; {len(prepared.batches)} batch(es), "
+        f"{prepared.requests:,} requests"
     )
     return prepared.requests
 
@@ -594,10 +597,11 @@ def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: 
                           target="DESIGN: ~500-650/s")
     ratio = compaction_rate / raw_rate if raw_rate else 0.0
     merge_only = (result.added + result.updated) / (seconds - upload) / raw_rate if raw_rate else 0.0
-    report.rows.append(Row("compaction / raw add", None, "", None, f"{ratio:.2f} (without snapshot upload {merge_only:.2f})",
-                           f">= {COMPACTION_RATIO_TARGET}"))
+    report.rows.append(Row("compaction / raw add", None, "", None,
+                           f"{ratio:.2f} (without snapshot upload {merge_only:.2f})", f">= {COMPACTION_RATIO_TARGET}"))
     report.say(f"  compaction / raw add: {ratio:.2f} (without the snapshot upload: {merge_only:.2f})")
-    report.verdicts.append(Verdict(f"compaction >= {COMPACTION_RATIO_TARGET} x raw Chroma add", ratio >= COMPACTION_RATIO_TARGET,
+    report.verdicts.append(Verdict(f"compaction >= {COMPACTION_RATIO_TARGET} x raw Chroma add",
+                                   ratio >= COMPACTION_RATIO_TARGET,
                                    f"{compaction_rate:,.0f} vs {raw_rate:,.0f} vectors/s = {ratio:.2f}"
                                    f" (on {added:,} vectors)"))
     world.store.close()
@@ -712,7 +716,8 @@ def bench_memory(report: Report, root: Path, dims: int, sizes: Sequence[int], te
         growth = extra[mode][large] - extra[mode][small]
         report.verdicts.append(Verdict(
             f"{label} peak memory flat in batch size", growth <= allowed,
-            f"+{extra[mode][small]:.1f} MB at {small:,}, +{extra[mode][large]:.1f} MB at {large:,}: grows {growth:.1f} MB "
+            f"+{extra[mode][small]:.1f} MB at {small:,}, +{extra[mode][large]:.1f} MB at {large:,}: "
+            f"grows {growth:.1f} MB "
             f"(allowed {allowed:.1f} MB; holding the extra vectors would take {held:.0f} MB)",
         ))
 
@@ -727,7 +732,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="lines whose vectors go through compaction and raw add (default 20000)")
     parser.add_argument("--float-results", type=int, default=20_000,
                         help="results in the float-list parse file (default 20000)")
-    parser.add_argument("--memory-sizes", default="10000,50000", help="two batch sizes for peak memory (default 10000,50000)")
+    parser.add_argument("--memory-sizes", default="10000,50000",
+                        help="two batch sizes for peak memory (default 10000,50000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep <out>/work afterwards")
     args = parser.parse_args(argv)
@@ -760,9 +766,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     report.say("")
     load = os.getloadavg()
     busy = load[1] > (os.cpu_count() or 1)
+    busy_note = "; the machine was busy with other work, so the rates are low" if busy else ""
     report.notes.append(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on "
-                        f"{os.cpu_count()} CPUs" + ("; the machine was busy with other work, so the rates are low" if busy
-                                                     else ""))
+                        f"{os.cpu_count()} CPUs{busy_note}")
     for note in report.notes:
         report.say(f"note: {note}")
     report.say("")
