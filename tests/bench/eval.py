@@ -9,11 +9,20 @@ receipts; top-1 inside each receipt (`--receipt` filter) for "total amount"
 and "date", over the receipts that have such a row; and recall@10 of the
 vector search against brute force (a hit as near as the true 10th counts,
 since receipts repeat rows). It prints figures; it never asserts.
+
+`--latency N` also times search at scale: N vectors (random unit vectors of
+the local model's size, row texts from the same generator) published through
+the snapshot vector store, then warm query p50/p95 per mode through one
+`Searcher` (targets: p50 <= 20 ms at 100k), and a whole CLI `search`
+process (target <= 1 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--receipts", type=int, default=150)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--latency", type=int, default=0, metavar="N", help="also time search over N vectors")
     args = parser.parse_args(argv)
+    if args.latency:
+        with tempfile.TemporaryDirectory() as tmp:
+            latency(args.latency, Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
         runtime, roles, refs = build(args.receipts, args.seed, Path(tmp))
@@ -98,6 +111,48 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nvector recall@10 against brute force: {_recall(view, runtime):.3f}")
         view.close()
         runtime.close()
+
+
+def latency(vectors: int, data_dir: Path) -> None:
+    runtime = Runtime.from_settings(Settings.from_env({"DATA_DIR": str(data_dir)}))
+    rows = [line.text for receipt, _ in labelled_receipts(max(1, vectors // 25), 3) for line in receipt.lines]
+    rng = np.random.default_rng(0)
+    line = runtime.vectors("lines")
+    model, dims = runtime.provider.model, runtime.provider.dimensions
+    started = time.monotonic()
+    with line.writable(model, dims, "row-lower") as (collection, _):
+        for start in range(0, vectors, 5000):
+            count = min(5000, vectors - start)
+            matrix = rng.standard_normal((count, dims)).astype(np.float32)
+            collection.add(ids=[f"IMAGE#img{i // 25}#RECEIPT#00001#LINE#{i % 25:05d}"
+                                for i in range(start, start + count)], embeddings=matrix,
+                           documents=[rows[i % len(rows)] for i in range(start, start + count)],
+                           metadatas=[{"image_id": f"img{i // 25}", "receipt_id": 1, "line_id": i % 25,
+                                       "text": rows[i % len(rows)]} for i in range(start, start + count)])
+    built = time.monotonic() - started
+    staged = line.stage(1)
+    line.swap(staged, vectors, model, dims, recipe="row-lower")
+    print(f"latency: {vectors} vectors added in {built:.1f}s, staged with the lexical index in "
+          f"{time.monotonic() - started - built:.1f}s")
+    searcher = Searcher()
+    started = time.monotonic()
+    searcher.view(line)
+    print(f"  first query's view opened in {1000 * (time.monotonic() - started):.0f} ms")
+    for mode in MODES:
+        times = []
+        for text in QUERIES:
+            began = time.perf_counter()
+            searcher.search(line, runtime.provider, Query(text, 10, mode))
+            times.append(1000 * (time.perf_counter() - began))
+        print(f"  warm {mode:<8} p50 {np.percentile(times, 50):6.1f} ms  p95 {np.percentile(times, 95):6.1f} ms "
+              f"(target p50 <= 20 ms)")
+    searcher.close()
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "embedding_assets.cli.main", "search", "total amount"], env=env,
+                          check=False, capture_output=True, text=True)
+    took = time.monotonic() - began
+    print(f"  CLI search process {took:.2f} s (target <= 1 s)" + (f": failed {done.stderr}" if done.returncode else ""))
 
 
 def _top1(view, runtime, roles, refs, text, mode) -> float:  # type: ignore[no-untyped-def]
