@@ -27,6 +27,9 @@ from typing import Any
 FILE_NAME = "lexical.sqlite3"
 _TOKEN = re.compile(r"\w+")
 _PAGE = 5000
+# Rows whose bm25 order is read to break ties between equal scores; the rest keep the index's order.
+_TIE_BREAK = 1000
+_DF_CACHE = 4096
 
 
 def build_index(collection: Any, path: Path) -> int:
@@ -85,6 +88,9 @@ class FtsIndex:
     def __init__(self, path: Path):
         self.path = path
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # The index never changes once built, so its size and each phrase's frequency can be kept.
+        self._rows = self._db.execute("SELECT count(*) FROM rows").fetchone()[0]
+        self._df: dict[str, int] = {}
 
     def rank(self, text: str, limit: int | None, receipt: str | None = None,
              merchant: str | None = None) -> list[tuple[str, float]]:
@@ -100,23 +106,27 @@ class FtsIndex:
             filters += " AND merchant = ?"
             args.append(merchant.lower())
         score: dict[str, float] = {}
-        best_bm25: dict[str, float] = {}
-        sql = f"SELECT id, bm25(rows) FROM rows WHERE rows MATCH ?{filters}"
         for phrase, idf in weights.items():
-            for vid, bm25 in self._db.execute(sql, [phrase, *args]):
+            for (vid,) in self._db.execute(f"SELECT id FROM rows WHERE rows MATCH ?{filters}", [phrase, *args]):
                 score[vid] = score.get(vid, 0.0) + idf
-                best_bm25[vid] = min(bm25, best_bm25.get(vid, 0.0))
-        ranked = sorted(score, key=lambda vid: (-score[vid], best_bm25[vid]))[:limit]
+        either = " OR ".join(weights)
+        by_bm25 = {vid: i for i, (vid,) in enumerate(self._db.execute(
+            f"SELECT id FROM rows WHERE rows MATCH ?{filters} ORDER BY rank LIMIT ?", [either, *args, _TIE_BREAK]))}
+        ranked = sorted(score, key=lambda vid: (-score[vid], by_bm25.get(vid, _TIE_BREAK)))[:limit]
         return [(vid, score[vid]) for vid in ranked]
 
     def _idf(self, wanted: list[str]) -> dict[str, float]:
         """Each phrase that occurs at all, with its rarity over the whole version."""
-        total = self._db.execute("SELECT count(*) FROM rows").fetchone()[0]
         weights = {}
         for phrase in wanted:
-            df = self._db.execute("SELECT count(*) FROM rows WHERE rows MATCH ?", (phrase,)).fetchone()[0]
+            if phrase not in self._df:
+                if len(self._df) >= _DF_CACHE:
+                    self._df.clear()
+                self._df[phrase] = self._db.execute("SELECT count(*) FROM rows WHERE rows MATCH ?",
+                                                    (phrase,)).fetchone()[0]
+            df = self._df[phrase]
             if df:
-                weights[phrase] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+                weights[phrase] = math.log(1 + (self._rows - df + 0.5) / (df + 0.5))
         return weights
 
     def merchant_names(self, merchant: str) -> list[str]:
