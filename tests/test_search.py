@@ -192,3 +192,13 @@ def test_identical_builds_give_identical_answers(tmp_path):
     exact = np.argsort(-(queries @ unit.T), axis=1)[:, :10]
     found = np.mean([len({f"v{i}" for i in row} & set(got)) / 10 for row, got in zip(exact, answers[0])])
     assert found >= 0.99
+
+
+def test_a_word_search_finds_the_word_itself(tmp_path, labelled):
+    runtime = Runtime.from_settings(Settings.from_env(base_env(tmp_path)))
+    runtime.store.put_receipts([r for r, _ in labelled[:4]])
+    drive(runtime, "words")
+    for mode in ("hybrid", "vector", "lexical"):
+        hits = search(runtime.vectors("words"), runtime.provider, "total", k=3, mode=mode)
+        assert hits and hits[0].text.upper().strip(":") == "TOTAL", (mode, [h.text for h in hits])
+    assert kind_status(runtime.store, runtime.vectors("words"))["recipe"] == "word-lower"
