@@ -45,6 +45,8 @@ def request_file(path: Path, count: int = 3, dims: int = 8) -> Path:
     ({"OPENAI_MAX_RETRIES": "-1"}, "OPENAI_MAX_RETRIES"),
     ({"OPENAI_TIMEOUT_SECONDS": "soon"}, "OPENAI_TIMEOUT_SECONDS"),
     ({"ENQUEUED_TOKEN_LIMIT": "0"}, "ENQUEUED_TOKEN_LIMIT"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "0"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "721"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small:0.01"}, "BATCH_PRICES_PER_MTOK"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small=nan"}, "BATCH_PRICES_PER_MTOK"),
 ])

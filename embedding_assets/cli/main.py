@@ -15,6 +15,7 @@ from pathlib import Path
 
 from embedding_assets.cli.commands_aws import cmd_aws_create_buckets, cmd_aws_create_table
 from embedding_assets.cli.commands_data import cmd_import, cmd_seed
+from embedding_assets.cli.commands_estimate import cmd_estimate
 from embedding_assets.cli.commands_inspect import cmd_cost, cmd_search, cmd_status
 from embedding_assets.cli.commands_lifecycle import (
     cmd_batches_cancel,
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only this receipt")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cmd_cost)
+
+    estimate = sub.add_parser("estimate", help="tokens and USD the next run (or a re-embed) would send; sends nothing")
+    estimate.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="all")
+    estimate.add_argument("--reembed", action="store_true",
+                          help="as if every embedded item were sent again with the configured model")
+    estimate.add_argument("--json", action="store_true")
+    estimate.set_defaults(func=cmd_estimate)
 
     batches = sub.add_parser("batches", help="provider batches").add_subparsers(dest="batches_command", required=True)
     cancel = batches.add_parser("cancel", help="cancel in-flight batches; what finished is kept, the rest released")

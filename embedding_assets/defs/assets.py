@@ -26,6 +26,7 @@ from dagster import (
 from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
 from embedding_assets.defs.jobs import kind_jobs
 from embedding_assets.steps.consistency import sampled_agreement
+from embedding_assets.steps.estimate import backlog
 from resources.deployment import EmbeddingResource
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
@@ -78,7 +79,10 @@ def build_kind(kind: str) -> KindDefinitions:
         started = time.monotonic()
         runtime = embedding.open()
         report = runtime.pipeline.prepare(kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info)
+        waiting = backlog(runtime.pipeline, kind)
         return MaterializeResult(metadata={
+            "backlog": waiting.describe(), "backlog_items": waiting.items, "backlog_tokens": waiting.tokens,
+            "backlog_usd": waiting.cost_usd,
             "receipts": report.receipts, "items": report.items, "requests": report.requests,
             "batches": len(report.batches), "noise": report.noise, "truncated": report.truncated,
             "lost_claims": report.lost_claims, "oversized_receipts": report.oversized_receipts,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedding_assets.domain.models import BatchRecord, Item, Receipt, Stage
+from embedding_assets.domain.tokens import Tokenizer
 from embedding_assets.domain.vectors import Pointer, Staged
 
 
@@ -164,6 +165,7 @@ class ProviderBatch:
     finalizing_at: int | None = None
     prompt_tokens: int = 0
     queue_full: bool = False
+    model: str | None = None
 
 
 class BatchNotFound(LookupError):
@@ -182,8 +184,9 @@ class BatchProvider(Protocol):
 
     `request_dimensions` is what request bodies name as `dimensions`: None
     where the model's size is fixed or native (some models reject the
-    parameter). `enqueued_token_limit` bounds the estimated tokens of batches
-    in flight at once for the model; None means no bound.
+    parameter). `enqueued_token_limit` bounds the tokens of batches in flight
+    at once for the model; None means no bound. `tokenizer` counts as the
+    model does, so budgets, cuts and estimates are in the tokens it bills.
     """
 
     @property
@@ -203,6 +206,9 @@ class BatchProvider(Protocol):
 
     @property
     def enqueued_token_limit(self) -> int | None: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def upload(self, path: Path) -> str: ...
 
