@@ -15,6 +15,9 @@ from resources.deployment import resources_from_settings
 from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
 
+# The code location's name in workspace.yaml and pyproject ([tool.dagster], [tool.dg.project]).
+LOCATION_NAME = "receipt_embeddings"
+
 KIND_DEFS = {kind: build_kind(kind) for kind in KINDS}
 
 

@@ -26,7 +26,8 @@ from embedding_assets.cli.commands_lifecycle import (
 )
 from embedding_assets.cli.commands_pipeline import cmd_reembed, cmd_run
 from embedding_assets.cli.common import KIND_CHOICES
-from embedding_assets.domain.settings import ConfigError, Settings
+from embedding_assets.cli.errors import EXIT_USAGE, explain
+from embedding_assets.domain.settings import Settings
 
 
 def _ensure_dagster_home() -> None:
@@ -138,15 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _ensure_dagster_home()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     if getattr(args, "k", 1) < 1 or getattr(args, "receipts", 1) < 1:
         print("-k and --receipts must be >= 1", file=sys.stderr)
-        return 2
-    return args.func(args, settings)
+        return EXIT_USAGE
+    try:
+        return args.func(args, Settings.from_env())
+    except (Exception, KeyboardInterrupt) as exc:
+        known = explain(exc)
+        if known is None:
+            raise
+        print(known[1], file=sys.stderr)
+        return known[0]
 
 
 if __name__ == "__main__":
