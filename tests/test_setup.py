@@ -83,8 +83,9 @@ def test_the_makefile_honours_dagster_home_from_the_environment(given):
 
 def test_an_editable_install_prints_no_setuptools_warning(tmp_path):
     project = tmp_path / "project"
-    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", ".data", ".dagster_home", ".git", "*.egg-info",
-                                                                  "__pycache__", "build", ".bench", "tests"))
+    skip = shutil.ignore_patterns(".venv", ".data", ".dagster_home", ".git", "*.egg-info", "__pycache__", "build",
+                                  ".bench", "tests")
+    shutil.copytree(ROOT, project, ignore=skip)
     out = tmp_path / "wheel"
     out.mkdir()
     done = subprocess.run([sys.executable, "-W", "always", "-c",
@@ -117,7 +118,8 @@ def test_dg_lists_and_serves_the_code_location_without_a_supersession_warning(tm
         server = subprocess.Popen([str(BIN / "dg"), "dev", "-p", str(port)], cwd=ROOT, env=env, stdout=sink,
                                   stderr=subprocess.STDOUT)
     try:
-        query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"})
+        entries_query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+        query = json.dumps({"query": entries_query})
         deadline = time.monotonic() + 150
         while True:
             try:
