@@ -41,6 +41,12 @@ def decide_ingests(kind: str, finished: Sequence[str], failed_runs: Callable[[st
     return decision
 
 
+def nothing_finished(live: int, given_up: Sequence[str]) -> str:
+    """Why a batch-status tick started nothing, for the tick list in the UI."""
+    reason = f"{live} batches live, none finished" if live else "no batch live"
+    return reason + (f"; {len(given_up)} finished batches need their ingest relaunched from the UI" if given_up else "")
+
+
 @dataclass(frozen=True)
 class CompactionDecision:
     run: bool

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     seed = demo.add_parser("seed", help="write deterministic synthetic receipts into the store")
-    seed.add_argument("--receipts", type=int, default=200)
+    seed.add_argument("--receipts", type=int, default=200, help="how many receipts to add, new to the store")
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument("--if-empty", action="store_true", help="do nothing when the store already holds receipts")
     seed.set_defaults(func=cmd_seed)
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cost = sub.add_parser("cost", help="embedding cost per receipt, from the provider's usage")
     cost.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only this receipt")
+    cost.add_argument("--top", type=int, default=10, metavar="N", help="the N costliest receipts (0: all)")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cmd_cost)
 

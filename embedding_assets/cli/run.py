@@ -26,9 +26,10 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from embedding_assets.cli.launch import launch
 from embedding_assets.defs.assets import KindDefinitions
 from embedding_assets.domain.lease import compaction_lease, describe, provably_dead
-from embedding_assets.domain.models import PROVIDER_LIVE, Stage, Status
+from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.vectors import ModelMismatch
 from embedding_assets.steps.reembed import configuration_problem
+from embedding_assets.steps.status import create_work
 from embedding_assets.wiring import Runtime
 from sensors.batch_status import failed_ingest_runs
 from sensors.decisions import decide_compaction, decide_create, decide_ingests
@@ -105,21 +106,16 @@ class _Loop:
     def create(self, unclaimable: int) -> int:
         """Create batches if there is anything to claim; returns how many NONE items it left as they were."""
         store, kind = self.runtime.store, self.kind
-        counts = store.status_counts(kind)
-        unembedded, pending = counts.get(Status.NONE.value, 0), counts.get(Status.PENDING.value, 0)
-        live = store.list_batches(kind, [Stage.PREPARED, Stage.DELTA_READY, *PROVIDER_LIVE])
-        stranded = len(store.pending_without_live_batch(kind)) if pending and not live else 0
-        prepared = sum(b.stage == Stage.PREPARED for b in live)
-        decision = decide_create(unembedded, stranded, prepared, unclaimable)
+        work = create_work(store, kind)
+        decision = decide_create(work.unembedded, work.stranded, work.prepared, unclaimable)
         if decision.run:
             self.progress(f"[{kind}] create batches ({decision.reason})")
             self.execute(self.kind_defs.create_job.name, lease=f"{kind}-create")
-            created = [b.batch_id for b in store.list_batches(kind, [Stage.PREPARED, *PROVIDER_LIVE])]
-            self.summary.batches += len(set(created) - {b.batch_id for b in live})
-            left = store.status_counts(kind).get(Status.NONE.value, 0)
+            after = create_work(store, kind)
+            self.summary.batches += len(after.unfinished - work.unfinished)
             in_flight = store.status_counts(kind).get(Status.PENDING.value, 0)
-            self.progress(f"[{kind}] {len(created)} batches in flight with {in_flight} {kind}")
-            return left if left == unembedded else 0
+            self.progress(f"[{kind}] {len(after.unfinished)} batches in flight with {in_flight} {kind}")
+            return after.unembedded if after.unembedded == work.unembedded else 0
         if decision.submit_only:
             # Batches held back by the provider's enqueued-token limit go as earlier ones finish.
             self.execute(self.kind_defs.create_job.name, asset_selection=[AssetKey([kind, "submitted_batches"])])

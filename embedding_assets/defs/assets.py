@@ -28,14 +28,19 @@ from dagster import (
 from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
 from embedding_assets.defs.jobs import kind_jobs
 from embedding_assets.domain.lease import LeaseHeld
+from embedding_assets.domain.vectors import NEXT
 from embedding_assets.steps.consistency import sampled_agreement
 from embedding_assets.steps.estimate import backlog
+from embedding_assets.wiring import Runtime
 from resources.deployment import EmbeddingResource
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 T = TypeVar("T")
+
+# Who answers for these assets, as the asset pages show it.
+OWNER = "team:receipt-embeddings"
 
 # Tries of a step whose lease another live process holds, and the longest wait between two.
 LEASE_RETRIES = 5
@@ -50,6 +55,26 @@ def _retry_when_held(context: AssetExecutionContext, work: Callable[[], T]) -> T
         wait = min(max(held.seconds_left, 5.0), LEASE_RETRY_MAX_SECONDS)
         context.log.warning(f"{held}; trying again in {wait:.0f}s")
         raise RetryRequested(max_retries=LEASE_RETRIES, seconds_to_wait=wait) from held
+
+
+def _delta_location(runtime: Runtime, batch_id: str) -> dict[str, Any]:
+    record = runtime.store.get_batch(batch_id)
+    if record is None or not record.delta_key:
+        return {}
+    return {"location": MetadataValue.path(runtime.objects.uri(record.delta_key))}
+
+
+def _snapshot_facts(runtime: Runtime, kind: str, line: str) -> dict[str, Any]:
+    """What the asset page shows of the version the compaction left on its line: model, size and where it lies."""
+    serving = runtime.vectors(kind)
+    # After a re-embed's switch the NEXT line is closed and serving holds what it built.
+    pointer = (serving.next_line().latest() if line == NEXT else None) or serving.latest()
+    if pointer is None:
+        return {}
+    facts: dict[str, Any] = {"model": pointer.model or "not recorded", "dimensions": pointer.dimensions or 0}
+    if pointer.published:
+        facts["location"] = MetadataValue.path(runtime.objects.uri(pointer.key))
+    return facts
 
 
 class CreateBatchesConfig(Config):
@@ -84,14 +109,19 @@ class KindDefinitions:
     def compaction_job(self) -> "UnresolvedAssetJobDefinition":
         return self.jobs["compaction"]
 
+    @property
+    def checks_job(self) -> "UnresolvedAssetJobDefinition":
+        return self.jobs["batch_checks"]
+
 
 def build_kind(kind: str) -> KindDefinitions:
     partitions = DynamicPartitionsDefinition(name=f"{kind}_batches")  # KindDefinitions.partitions_name
     key = lambda name: AssetKey([kind, name])  # noqa: E731
-    common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind])
+    common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind], owners=[OWNER])
+    tags = lambda stage: {"embeds": kind, "stage": stage}  # noqa: E731
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
-           **common)
+           tags=tags("prepare"), **common)
     def unembedded(
         context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
@@ -110,7 +140,7 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_ids": MetadataValue.json(report.batches), "seconds": round(time.monotonic() - started, 3),
         })
 
-    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"},
+    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, tags=tags("submit"),
            description="Uploads PREPARED request files and creates provider batches.", **common)
     def submitted_batches(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         started = time.monotonic()
@@ -126,7 +156,8 @@ def build_kind(kind: str) -> KindDefinitions:
         })
 
     @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
-           description="One partition per finished provider batch: its vectors as a Parquet delta.", **common)
+           tags=tags("ingest"), **common,
+           description="One partition per finished provider batch: its vectors as a Parquet delta.")
     def embedding_deltas(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
         report = runtime.pipeline.ingest(context.partition_key, context.log.info)
@@ -136,13 +167,15 @@ def build_kind(kind: str) -> KindDefinitions:
             "released": report.released, "dead_lettered": report.dead_lettered, "prompt_tokens": report.prompt_tokens,
             "cost_usd": report.cost_usd, "model": runtime.provider.model,
             "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
+            "dagster/row_count": report.vectors, **_delta_location(runtime, context.partition_key),
         })
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",
            check_specs=[AssetCheckSpec(COMPACTION_CHECK, asset=key("chroma_snapshot"), description=(
                "Every item this compaction touched is SUCCESS exactly when a vector stands for it, and a random "
                "sample of vectors stands for SUCCESS items (the full comparison is `vectors_match_store`)."))],
-           description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.", **common)
+           tags=tags("compact"), **common,
+           description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.")
     def chroma_snapshot(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
         report = _retry_when_held(context, lambda: runtime.compactor(kind).run(context.log.info))
@@ -153,7 +186,8 @@ def build_kind(kind: str) -> KindDefinitions:
             "removed": report.removed, "changes_read": report.changes_read, "full_scan": report.full_scan,
             "published": report.published, "pruned_versions": len(report.pruned),
             "line": report.line, "reembed_switched": report.switched, "superseded_deltas": report.superseded,
-            "model": runtime.provider.model, "seconds": round(report.seconds, 3),
+            "seconds": round(report.seconds, 3), "prompt_tokens": report.prompt_tokens, "cost_usd": report.cost_usd,
+            "dagster/row_count": report.vectors, **_snapshot_facts(runtime, kind, report.line),
         })
 
     assets = [unembedded, submitted_batches, embedding_deltas, chroma_snapshot]

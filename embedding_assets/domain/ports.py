@@ -148,6 +148,9 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def uri(self, key: str) -> str:
+        """Where the object lives, for a person to find it: a file path, or s3://bucket/key."""
+
 
 @dataclass
 class ProviderBatch:
