@@ -4,6 +4,7 @@ in a Dagster run, a held lease is a retried step."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -69,14 +70,27 @@ def test_an_endpoint_that_does_not_answer_is_one_line(env, capsys, monkeypatch, 
     assert one_line_error(capsys).startswith("cannot reach a backend:")
 
 
+def retry_requested(instance) -> bool:
+    runs = instance.get_runs()
+    return bool(runs) and bool(
+        instance.get_records_for_run(runs[0].run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records)
+
+
 def test_a_held_lease_in_a_dagster_run_is_a_retried_step_not_a_failure(settings, instance):
+    """The lease is held (alive, heartbeating) until the step has asked for its retry, then released."""
     store = Runtime.from_settings(settings).store
-    holder = Lease(store, compaction_lease("lines"), 1.0, 0.5)
-    holder.__enter__()
-    holder._stop.set()  # no heartbeat: the lease runs out after a second, as a stalled holder's would
     job = build_definitions(settings).resolve_job_def(KIND_DEFS["lines"].compaction_job.name)
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
-    assert result.success and retries
+    results = []
+    with Lease(store, compaction_lease("lines"), 6.0, 2.0):
+        worker = threading.Thread(target=lambda: results.append(
+            job.execute_in_process(instance=instance, raise_on_error=False)))
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not retry_requested(instance):
+            assert worker.is_alive() and time.monotonic() < deadline
+            time.sleep(0.2)
+    worker.join(120)
+    (result,) = results
+    assert result.success
     logged = [r.user_message for r in instance.all_logs(result.run_id) if "trying again in" in r.user_message]
     assert logged and "is held by process" in logged[0]
