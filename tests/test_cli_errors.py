@@ -3,6 +3,7 @@ in a Dagster run, a held lease is a retried step."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -11,7 +12,7 @@ import pytest
 from dagster import DagsterEventType
 
 from embedding_assets.cli import main as cli
-from embedding_assets.cli.errors import EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
+from embedding_assets.cli.errors import EXIT_BUSY, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.settings import Settings
@@ -45,6 +46,17 @@ def test_a_lease_held_by_a_live_process_is_waited_for_within_the_timeout(env, ca
     assert "[lines] waiting for lease lines-create, held by process" in out.out
     assert "Traceback" not in out.err and out.err.strip().splitlines() == [
         line for line in out.err.strip().splitlines() if "timed out: lease lines-create still held by process" in line]
+
+
+def test_a_command_that_needs_a_held_lease_says_who_holds_it(env, capsys):
+    assert cli.main(["demo", "seed", "--receipts", "1"]) == 0
+    assert cli.main(["run", "--kind", "lines"]) == 0
+    capsys.readouterr()
+    store = Runtime.from_settings(Settings.from_env(env)).store
+    with Lease(store, compaction_lease("lines"), 60, 20):
+        assert cli.main(["reembed", "--kind", "lines", "--no-run"]) == EXIT_BUSY
+    line = one_line_error(capsys)
+    assert f"lease 'chroma-lines-compaction' is held by process {os.getpid()}" in line and "try again" in line
 
 
 def test_a_missing_snapshot_and_a_bad_setting_are_one_line_each(env, capsys, monkeypatch):
