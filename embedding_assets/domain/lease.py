@@ -12,6 +12,7 @@ host, or one recording no process (the seed's), can only be waited out.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -22,6 +23,8 @@ import psutil
 from embedding_assets.domain.models import LockHolder, LockState
 from embedding_assets.domain.ports import ReceiptStore
 
+log = logging.getLogger(__name__)
+
 
 def compaction_lease(kind: str) -> str:
     """The lease every writer of a kind's snapshot lines holds: compaction, and starting a re-embed."""
@@ -29,7 +32,8 @@ def compaction_lease(kind: str) -> str:
 
 
 def this_process() -> LockHolder:
-    return LockHolder(socket.gethostname(), psutil.Process().pid, psutil.Process().create_time())
+    me = psutil.Process()
+    return LockHolder(socket.gethostname(), me.pid, me.create_time())
 
 
 def provably_dead(holder: LockHolder | None) -> bool:
@@ -102,6 +106,7 @@ class Lease:
         if provably_dead(state.holder) and self.store.acquire_lock(
                 self.name, self.owner, self.ttl, self.holder, replacing=state.owner):
             self.took_over = state
+            log.warning(f"took lease {self.name!r} over from {describe(state)}: its process is gone")
             return True
         return False
 
