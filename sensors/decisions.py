@@ -41,6 +41,12 @@ def decide_ingests(kind: str, finished: Sequence[str], failed_runs: Callable[[st
     return decision
 
 
+def nothing_finished(live: int, given_up: Sequence[str]) -> str:
+    """Why a batch-status tick started nothing, for the tick list in the UI."""
+    reason = f"{live} batches live, none finished" if live else "no batch live"
+    return reason + (f"; {len(given_up)} finished batches need their ingest relaunched from the UI" if given_up else "")
+
+
 @dataclass(frozen=True)
 class CompactionDecision:
     run: bool
@@ -49,19 +55,52 @@ class CompactionDecision:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None) -> CompactionDecision:
-    """Compact when deltas wait and no compaction of the kind is in flight.
+def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None,
+                      changes_waiting: int = 0) -> CompactionDecision:
+    """Compact when deltas wait, or the store's change feed holds changes the published version has not
+    applied (a deletion reaches search without waiting for the next delta), and no compaction of the
+    kind is in flight.
 
     While a re-embed runs, also once per NEXT version with no deltas: that
     compaction switches search over if nothing is left to re-embed (the last
     waiting items were deleted, or a crash came between marking and switching).
     """
-    if not deltas_waiting and building is None:
-        return CompactionDecision(False, "no deltas waiting")
+    if not deltas_waiting and not changes_waiting and building is None:
+        return CompactionDecision(False, "no deltas waiting, no changes to apply")
     if run_in_flight:
         return CompactionDecision(False, f"compaction run {run_in_flight} still in flight")
     if deltas_waiting:
         return CompactionDecision(True, f"{deltas_waiting} deltas waiting", tags={"deltas": str(deltas_waiting)})
+    if changes_waiting:
+        return CompactionDecision(True, f"{changes_waiting} changed items to apply",
+                                  tags={"changes": str(changes_waiting)})
     assert building is not None
     return CompactionDecision(True, "re-embed switch check", run_key=f"reembed-switch-check-v{building.version}",
                               tags={"reembed": "switch-check"})
+
+
+@dataclass(frozen=True)
+class CreateDecision:
+    """Whether to run create-batches (claim and submit), only its submit step, or nothing."""
+
+    run: bool
+    submit_only: bool
+    reason: str
+
+
+def decide_create(unembedded: int, stranded: int, prepared: int, unclaimable: int = 0) -> CreateDecision:
+    """Create batches only when there is something to claim, so a run with nothing to do is never launched.
+
+    `stranded` items are PENDING with no live batch (a crash between claim and
+    record): a create releases and sends them. `unclaimable` is how many NONE
+    items the last create left as they were (none of them could go): they do
+    not call for another create until more items are released beside them.
+    PREPARED batches held back for the provider's queue only need a submit.
+    """
+    if stranded or unembedded > unclaimable:
+        return CreateDecision(True, False, f"{unembedded} unembedded items, {stranded} stranded PENDING")
+    if prepared:
+        return CreateDecision(False, True, f"{prepared} batches prepared, waiting for room in the provider's queue")
+    if unembedded:
+        return CreateDecision(False, False, f"{unembedded} unembedded items, none of which the last create could send")
+    return CreateDecision(False, False, "nothing to embed: no item is NONE")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from embedding_assets.data.demo import generate_receipts
+from embedding_assets.domain.formatting import Fit
 from embedding_assets.domain.models import PROVIDER_LIVE, BatchRecord, Box, Item, Receipt, Stage, Status
 from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.tokens import cl100k
 from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.wiring import Runtime
 from resources.receipt_store.dynamodb import DynamoReceiptStore
@@ -38,6 +41,11 @@ def word(line_id: int, word_id: int, text: str, x: float, y: float, width: float
 
 def receipt(lines: list[Item], merchant: str = "Corner Market", receipt_id: int = 1, image_id: str = IMAGE) -> Receipt:
     return Receipt(image_id, receipt_id, merchant, lines=lines)
+
+
+def fit(max_tokens: int = 8192) -> Fit:
+    """The cut and count the openai provider applies, at `max_tokens`."""
+    return partial(cl100k().fit, max_tokens=max_tokens)
 
 
 def make_receipt(

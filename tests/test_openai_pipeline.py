@@ -216,13 +216,13 @@ def _input_file(runtime: Runtime, record, scratch: Path) -> Path:
 
 
 def test_enqueued_limit_holds_batches_and_a_refusal_sends_one_back_to_prepared(tmp_path, fake_api):
-    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="2600", LINES_RECIPE="context3")
-    # Files of one receipt each (~1,200 estimated tokens with the three-row inputs): two fit in the limit at once.
+    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250", LINES_RECIPE="context3")
+    # Files of one receipt each (500-600 tokens with the three-row inputs): two fit in the limit at once.
     pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
-                        budget=Budget(max_tokens=1300), settings=runtime.pipeline.settings)
+                        budget=Budget(max_tokens=650), settings=runtime.pipeline.settings)
     pipeline.prepare(KIND, 100_000, quiet)
     prepared = runtime.store.list_batches(KIND)
-    assert len(prepared) == 4 and all(r.estimated_tokens <= 1300 for r in prepared)
+    assert len(prepared) == 4 and all(r.estimated_tokens == _provider_tokens(runtime, r) for r in prepared)
 
     report = pipeline.submit(KIND, quiet)
     assert len(report.submitted) == 2 and report.held == [r.batch_id for r in prepared[2:]]

@@ -45,6 +45,8 @@ def request_file(path: Path, count: int = 3, dims: int = 8) -> Path:
     ({"OPENAI_MAX_RETRIES": "-1"}, "OPENAI_MAX_RETRIES"),
     ({"OPENAI_TIMEOUT_SECONDS": "soon"}, "OPENAI_TIMEOUT_SECONDS"),
     ({"ENQUEUED_TOKEN_LIMIT": "0"}, "ENQUEUED_TOKEN_LIMIT"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "0"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "721"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small:0.01"}, "BATCH_PRICES_PER_MTOK"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small=nan"}, "BATCH_PRICES_PER_MTOK"),
 ])
@@ -201,7 +203,7 @@ def test_cli_cancels_in_flight_batches_and_reports_cost_per_receipt(tmp_path, fa
     one = json.loads(out)
     assert one["receipts"] == [first] and one["cost_usd"] == pytest.approx(first["cost_usd"])
     code, out = _cli(monkeypatch, capsys, env, "cost")
-    assert code == 0 and out.splitlines()[-1].startswith(f"total: {total['prompt_tokens']} tokens")
+    assert code == 0 and out.splitlines()[0].startswith(f"total: {total['prompt_tokens']} tokens")
     assert _cli(monkeypatch, capsys, env, "cost", "--receipt", "nonsense")[0] == 2
     assert _cli(monkeypatch, capsys, env, "cost", "--receipt", "missing:1")[0] == 1
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from embedding_assets.domain.models import Item, Status, line_key
+from embedding_assets.domain.tokens import Fitted
 
 EDGE = "<EDGE>"
 LINE_RECIPES = ("row-lower", "context3")
@@ -34,16 +35,19 @@ DEFAULT_RECIPES = {kind: recipes[0] for kind, recipes in RECIPES.items()}
 # What collections built before recipes were recorded hold.
 LEGACY_RECIPES = {kind: recipes[1] for kind, recipes in RECIPES.items()}
 _SPACES = re.compile(r"\s+")
+# An input as sent: cut to the provider's per-input limit in its own tokens, and counted.
+Fit = Callable[[str], Fitted]
 
 
 @dataclass
 class Request:
-    """One embedding request: its id, input, the items that follow its outcome, and vector metadata."""
+    """One embedding request: id, input and its exact tokens, the items that follow its outcome, vector metadata."""
 
     custom_id: str
     input: str
     item_keys: list[str]
     metadata: dict[str, Any]
+    tokens: int
     truncated: bool = False
 
 
@@ -74,23 +78,6 @@ def noise_reason(item: Item) -> str | None:
     if not clean_text(item.text):
         return "empty text after cleaning"
     return None
-
-
-def estimate_tokens(text: str) -> int:
-    """An upper bound on tokens that needs no tokenizer download.
-
-    BPE tokenizers emit at most one token per UTF-8 byte, so the byte count
-    can never under-estimate; receipt text is short, so the slack is cheap.
-    """
-    return len(text.encode("utf-8"))
-
-
-def fit_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
-    """Cut `text` so that its token bound fits, never splitting a character."""
-    data = text.encode("utf-8")
-    if len(data) <= max_tokens:
-        return text, False
-    return data[:max_tokens].decode("utf-8", errors="ignore"), True
 
 
 def visual_rows(items: Sequence[Item]) -> list[list[Item]]:
@@ -161,7 +148,7 @@ def _split_noise(items: Sequence[Item]) -> tuple[ReceiptRequests, list[Item]]:
 
 
 def line_requests(
-    lines: Sequence[Item], merchant_name: str | None, max_tokens: int, recipe: str = "row-lower"
+    lines: Sequence[Item], merchant_name: str | None, fit: Fit, recipe: str = "row-lower"
 ) -> ReceiptRequests:
     """One request per visual row that holds an unembedded line, its input made by `recipe`.
 
@@ -178,9 +165,9 @@ def line_requests(
         if recipe == "context3":
             above = texts[index - 1] if index > 0 else EDGE
             below = texts[index + 1] if index + 1 < len(rows) else EDGE
-            text, truncated = fit_to_tokens(f"{above}\n{texts[index]}\n{below}", max_tokens)
+            sent = fit(f"{above}\n{texts[index]}\n{below}")
         else:
-            text, truncated = fit_to_tokens(texts[index].lower(), max_tokens)
+            sent = fit(texts[index].lower())
         leftmost = row[0]
         meta = _base_metadata(leftmost, merchant_name)
         meta.update(_union_box(row))
@@ -188,12 +175,12 @@ def line_requests(
         meta["confidence"] = min(it.confidence for it in row)
         meta["row_line_ids"] = ",".join(str(it.line_id) for it in row)
         meta["recipe"] = recipe
-        out.requests.append(Request(leftmost.key, text, todo, meta, truncated))
+        out.requests.append(Request(leftmost.key, sent.text, todo, meta, sent.tokens, sent.truncated))
     return out
 
 
 def word_requests(
-    words: Sequence[Item], merchant_name: str | None, max_tokens: int, recipe: str = "word-lower"
+    words: Sequence[Item], merchant_name: str | None, fit: Fit, recipe: str = "word-lower"
 ) -> ReceiptRequests:
     """One request per unembedded word, its input made by `recipe`."""
     out, live = _split_noise(words)
@@ -205,13 +192,13 @@ def word_requests(
             if recipe == "context5":
                 left = [texts[i] if i >= 0 else EDGE for i in (index - 2, index - 1)]
                 right = [texts[i] if i < len(row) else EDGE for i in (index + 1, index + 2)]
-                text, truncated = fit_to_tokens(" ".join([*left, texts[index], *right]), max_tokens)
+                sent = fit(" ".join([*left, texts[index], *right]))
             else:
-                text, truncated = fit_to_tokens(texts[index].lower(), max_tokens)
+                sent = fit(texts[index].lower())
             meta = _base_metadata(word, merchant_name)
             meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence, recipe=recipe)
             meta.update(x=word.box.x, y=word.box.y, width=word.box.width, height=word.box.height)
-            out.requests.append(Request(word.key, text, [word.key], meta, truncated))
+            out.requests.append(Request(word.key, sent.text, [word.key], meta, sent.tokens, sent.truncated))
     return out
 
 

@@ -51,6 +51,7 @@ PROVIDER_LIVE = frozenset({Stage.SUBMITTED, Stage.VALIDATING, Stage.IN_PROGRESS,
 PROVIDER_TERMINAL = frozenset({Stage.COMPLETED, Stage.FAILED, Stage.EXPIRED, Stage.CANCELLED})
 # The same, as the status strings a provider reports.
 PROVIDER_TERMINAL_STATUSES = frozenset(stage.value for stage in PROVIDER_TERMINAL)
+PROVIDER_LIVE_STATUSES = frozenset(stage.value for stage in PROVIDER_LIVE - {Stage.SUBMITTED})
 # Stages in which a batch still owns its PENDING items.
 OWNS_ITEMS = frozenset({Stage.PREPARED}) | PROVIDER_LIVE | PROVIDER_TERMINAL | {Stage.DELTA_READY}
 
@@ -188,3 +189,25 @@ class BatchRecord:
     submitted_at: str | None = None
     updated_at: str = ""
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process behind a lease owner: enough to prove it dead when it ran on this host.
+
+    `started` is the process's start time (epoch seconds), so a pid reused by a
+    later process is not taken for the holder.
+    """
+
+    host: str
+    pid: int
+    started: float
+
+
+@dataclass(frozen=True)
+class LockState:
+    """An unexpired lease as the store holds it; `holder` is None for owners that record none (the seed's)."""
+
+    owner: str
+    expires: float
+    holder: LockHolder | None = None

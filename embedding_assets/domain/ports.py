@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedding_assets.domain.models import BatchRecord, Item, Receipt, Stage
+from embedding_assets.domain.models import BatchRecord, Item, LockHolder, LockState, Receipt, Stage
+from embedding_assets.domain.tokens import Tokenizer
 from embedding_assets.domain.vectors import Pointer, Staged
 
 
@@ -107,7 +108,12 @@ class ReceiptStore(Protocol):
     def list_batches(self, kind: str, stages: Iterable[Stage] | None = None) -> list[BatchRecord]:
         """Records of `kind` (all stages when None), oldest first."""
 
-    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
+                     replacing: str | None = None) -> bool:
+        """Take a free or expired lease, or renew our own; also one `replacing` still holds (a dead holder's).
+
+        One conditional write, so of two processes taking the same lease over, one wins.
+        """
 
     def heartbeat_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Extend the lease only while `owner` still holds it."""
@@ -116,6 +122,9 @@ class ReceiptStore(Protocol):
 
     def lock_owner(self, name: str) -> str | None:
         """The owner of an unexpired lease, else None."""
+
+    def lock_state(self, name: str) -> LockState | None:
+        """The unexpired lease with its holder's process, else None."""
 
 
 class ObjectNotFound(KeyError):
@@ -138,6 +147,9 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def uri(self, key: str) -> str:
+        """Where the object lives, for a person to find it: a file path, or s3://bucket/key."""
 
 
 @dataclass
@@ -164,6 +176,7 @@ class ProviderBatch:
     finalizing_at: int | None = None
     prompt_tokens: int = 0
     queue_full: bool = False
+    model: str | None = None
 
 
 class BatchNotFound(LookupError):
@@ -182,8 +195,9 @@ class BatchProvider(Protocol):
 
     `request_dimensions` is what request bodies name as `dimensions`: None
     where the model's size is fixed or native (some models reject the
-    parameter). `enqueued_token_limit` bounds the estimated tokens of batches
-    in flight at once for the model; None means no bound.
+    parameter). `enqueued_token_limit` bounds the tokens of batches in flight
+    at once for the model; None means no bound. `tokenizer` counts as the
+    model does, so budgets, cuts and estimates are in the tokens it bills.
     """
 
     @property
@@ -203,6 +217,9 @@ class BatchProvider(Protocol):
 
     @property
     def enqueued_token_limit(self) -> int | None: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def upload(self, path: Path) -> str: ...
 

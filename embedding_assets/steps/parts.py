@@ -14,6 +14,7 @@ from embedding_assets.domain.batching import Budget
 from embedding_assets.domain.formatting import DEFAULT_RECIPES
 from embedding_assets.domain.lease import Lease
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore
+from embedding_assets.domain.tokens import Fitted
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class StepParts:
     @property
     def max_attempts(self) -> int:
         return self.settings.max_attempts
+
+    def fit_input(self, text: str) -> Fitted:
+        """An input cut to the provider's per-input limit and counted, both in the model's own tokens."""
+        return self.provider.tokenizer.fit(text, self.provider.max_input_tokens)
 
     def lease(self, name: str) -> Lease:
         return Lease(self.store, name, self.settings.lock_ttl_seconds, self.settings.heartbeat_seconds)

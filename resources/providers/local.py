@@ -102,6 +102,10 @@ class LocalBatchProvider:
         self._files.mkdir(parents=True, exist_ok=True)
         self._batches.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def tokenizer(self) -> WordLlamaModel:
+        return load_model()
+
     def upload(self, path: Path) -> str:
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         with open(path, "rb") as src:

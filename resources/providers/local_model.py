@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from embedding_assets.domain.tokens import Fitted
+
 MODEL = "wordllama-l2-supercat-256"
 NATIVE_DIMENSIONS = 256
 
@@ -36,6 +38,22 @@ class WordLlamaModel:
     def token_ids(self, texts: list[str]) -> list[np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.intp) for e in encodings]
+
+    def count(self, text: str) -> int:
+        """Tokens as this model bills them in `usage`: the pipeline's budgets and cuts use its own count."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def fit(self, text: str, max_tokens: int) -> Fitted:
+        """`text`, or its longest prefix within `max_tokens`, cut where a token ends in the original text."""
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return Fitted(text, len(encoding.ids), False)
+        cut = text[:encoding.offsets[max_tokens - 1][1]]
+        tokens = self.count(cut)
+        while tokens > max_tokens:  # byte-fallback tokens of one character share its offsets
+            cut = cut[:-1]
+            tokens = self.count(cut)
+        return Fitted(cut, tokens, True)
 
     def pool(self, token_ids: Sequence[np.ndarray]) -> np.ndarray:
         """Unit-length mean token vectors; each input must have at least one token.

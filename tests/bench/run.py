@@ -12,6 +12,9 @@ loaded and nothing leaves the machine.
 What is measured, on N synthetic lines (demo receipts, lines only: words are
 not benched, so they are left out of the store):
 
+0. tokens (`tests/bench/tokens.py`): byte estimates against exact
+   cl100k_base counts on the demo set, and batch cycles for `--token-lines`
+   lines at tier 1, before (bytes) and after (tokens).
 1. find + claim: `Pipeline.prepare` end to end (lines/s), plus the store
    calls alone on a copy of the seeded store (find, read, claim).
 2. format + write: `line_requests` (lines/s), encoding the request lines and
@@ -53,6 +56,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,9 +69,11 @@ from embedding_assets.domain.formatting import ReceiptRequests, line_requests
 from embedding_assets.domain.models import BatchRecord, Receipt, Stage, batch_keys, line_key, receipt_key
 from embedding_assets.domain.ports import ProviderBatch
 from embedding_assets.domain.results import iter_results
+from embedding_assets.domain.tokens import TiktokenCounter, cl100k
 from embedding_assets.steps.pipeline import Pipeline
 from resources.object_store.local import LocalObjectStore
 from resources.receipt_store.sqlite import SqliteReceiptStore
+from tests.bench.tokens import bench_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = "lines"
@@ -140,6 +146,10 @@ class StandInProvider:
         self.generated_vectors = 0
         self.generated_bytes = 0
         self.generate_seconds = 0.0
+
+    @property
+    def tokenizer(self) -> TiktokenCounter:
+        return cl100k()
 
     def file_path(self, file_id: str) -> Path:
         return self.files / file_id
@@ -389,8 +399,8 @@ def bench_store_steps(report: Report, db: Path, objects_dir: Path, provider: Sta
                    seconds)
 
         built: list[ReceiptRequests]
-        built, format_seconds = timed(lambda: [line_requests(items, merchant, provider.max_input_tokens)
-                                               for items, merchant in read])
+        fit = partial(provider.tokenizer.fit, max_tokens=provider.max_input_tokens)
+        built, format_seconds = timed(lambda: [line_requests(items, merchant, fit) for items, merchant in read])
         requests = sum(len(b.requests) for b in built)
         report.row("format requests (line_requests)", lines, "lines", format_seconds,
                    rate=f"{lines / format_seconds:,.0f} lines/s, {requests / format_seconds:,.0f} requests/s")
@@ -734,6 +744,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="results in the float-list parse file (default 20000)")
     parser.add_argument("--memory-sizes", default="10000,50000",
                         help="two batch sizes for peak memory (default 10000,50000)")
+    parser.add_argument("--token-lines", type=int, default=1_000_000,
+                        help="lines whose batch cycles are counted at tier 1, bytes against tokens (default 1000000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep <out>/work afterwards")
     args = parser.parse_args(argv)
@@ -781,6 +793,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def run_stages(report: Report, args: argparse.Namespace, work: Path) -> None:
+    report.say("0. tokens: byte estimates against exact cl100k_base counts:")
+    bench_tokens(report, args.token_lines)
+
     receipts, seconds = timed(lambda: receipts_with_lines(args.lines, args.seed))
     report.row("generate receipts (demo)", args.lines, "lines", seconds)
 
