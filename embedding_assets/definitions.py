@@ -9,6 +9,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from embedding_assets.defs.assets import build_kind
+from embedding_assets.defs.exports import build_export
 from embedding_assets.domain.models import KINDS
 from embedding_assets.domain.settings import Settings
 from resources.deployment import resources_from_settings
@@ -16,6 +17,7 @@ from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
 
 KIND_DEFS = {kind: build_kind(kind) for kind in KINDS}
+EXPORTS = {kind: build_export(kind) for kind in KINDS}
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -24,8 +26,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=[a for k in kinds for a in k.assets],
         asset_checks=[c for k in kinds for c in k.checks],
-        jobs=[j for k in kinds for j in k.jobs.values()],
-        schedules=[s for k in kinds for s in k.schedules],
+        jobs=[*(j for k in kinds for j in k.jobs.values()), *(job for job, _ in EXPORTS.values())],
+        schedules=[*(s for k in kinds for s in k.schedules), *(schedule for _, schedule in EXPORTS.values())],
         sensors=[s(k) for k in kinds for s in (batch_status_sensor, compaction_sensor)],
         resources=resources_from_settings(settings),
     )

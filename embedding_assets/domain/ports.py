@@ -341,9 +341,24 @@ class VectorLine(Protocol):
     def prune(self) -> list[str]:
         """Drop old versions beyond those kept; both lines' current versions are always kept."""
 
+    def export(self) -> Pointer | None:
+        """Put the serving version in the snapshot layout (`snapshots/{kind}/{version}/chroma.tar` and its pointer).
+
+        Returns the snapshot pointer, None when nothing is published. Snapshot
+        mode publishes every version that way already; server mode copies
+        its serving collection out. The caller holds the compaction lease.
+        """
+
+    def restore(self, version: int | None) -> Pointer:
+        """Serve an archived version (the newest export when None) as the serving line's next version.
+
+        Raises VersionNotFound. The caller holds the compaction lease and
+        squares the store's items with what the restored version holds.
+        """
+
 
 class VectorStore(Protocol):
-    """Where each kind's collection versions live (snapshot archives, or a Chroma server)."""
+    """Where each kind's collection versions live (snapshot archives, or collections on a Chroma server)."""
 
     def line(self, kind: str) -> VectorLine:
         """The kind's serving line (its `next_line()` is the re-embed's)."""

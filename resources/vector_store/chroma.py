@@ -18,7 +18,12 @@ from chromadb.config import Settings as ChromaSettings
 
 from embedding_assets.domain.vectors import ModelMismatch, model_problem
 
-_SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def collection_metadata(model: str, dimensions: int | None) -> dict[str, Any]:
+    """What a new collection records, in either mode: the index's distance, and the model its vectors are of."""
+    return {"hnsw:space": "cosine", "model": model, "dimensions": int(dimensions or 0)}
 
 
 @contextmanager
@@ -30,7 +35,7 @@ def persistent_collection(
     Closing matters: a snapshot is archived from the directory, and an open
     client may still hold unflushed writes.
     """
-    client = chromadb.PersistentClient(path=str(path), settings=_SETTINGS)
+    client = chromadb.PersistentClient(path=str(path), settings=SETTINGS)
     try:
         if model is None:
             yield client.get_collection(name, embedding_function=None)
@@ -38,7 +43,7 @@ def persistent_collection(
             collection = client.get_or_create_collection(
                 name,
                 embedding_function=None,
-                metadata={"hnsw:space": "cosine", "model": model, "dimensions": int(dimensions or 0)},
+                metadata=collection_metadata(model, dimensions),
             )
             check_model(collection, model, dimensions)
             yield collection
