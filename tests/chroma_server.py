@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,10 @@ def _wait_until_answering(url: str, process: subprocess.Popen, log: Path, second
     raise RuntimeError(f"chroma run did not answer {url} within {seconds}s:\n{log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """(host, port) of a `chroma run` server on loopback with its data in a temporary folder."""
-    root = tmp_path_factory.mktemp("chroma_server")
+@contextmanager
+def running_chroma_server(root: Path) -> Iterator[tuple[str, int]]:
+    """(host, port) of a `chroma run` server on loopback, its data under `root`, stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = root / "server.log"
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
@@ -64,6 +65,13 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """The session's server, with its data in a temporary folder."""
+    with running_chroma_server(tmp_path_factory.mktemp("chroma_server")) as address:
+        yield address
 
 
 def server_mode_env(chroma_server: tuple[str, int]) -> dict[str, str]:
