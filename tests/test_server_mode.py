@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from embedding_assets.cli import main as cli
@@ -58,25 +59,34 @@ def test_pipeline_through_dagster_writes_into_a_server_collection(server_setting
     assert archive is not None and archive.version == 1 and runtime.objects.exists(archive.key)
 
 
-def test_compactor_killed_mid_merge_converges(tmp_path, request, demo_receipts):
+@pytest.mark.parametrize("published_before", [False, True], ids=["first-version", "after-a-version"])
+def test_compactor_killed_mid_merge_converges(tmp_path, request, demo_receipts, published_before):
     env = server_env(tmp_path, request) | {"LOCK_DURATION_MINUTES": str(LEASE_SECONDS / 60),
                                            "HEARTBEAT_INTERVAL_SECONDS": "1"}
     settings = Settings.from_env(env)
     runtime = Runtime.from_settings(settings)
+    if published_before:
+        runtime.store.put_receipts(demo_receipts[:2])
+        drive(runtime, KIND)
+    before = runtime.vectors(KIND).latest()
     runtime.store.put_receipts(demo_receipts)
     runtime.pipeline.prepare(KIND, 10_000_000, progress=lambda _: None)
     runtime.pipeline.submit(KIND, progress=lambda _: None)
     finished, _ = runtime.pipeline.poll(KIND, 1000)
     for record in finished:
         runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+    pending = runtime.store.status_counts(KIND)[Status.PENDING.value]
 
     kill_during(settings, "compact", KIND, "chromadb.api.models.Collection:Collection.add", "after")
 
-    assert runtime.vectors(KIND).latest() is None, "killed before its first swap: nothing published"
-    assert not runtime.store.status_counts(KIND).get(Status.SUCCESS.value), "no item SUCCESS before its vector"
+    assert runtime.vectors(KIND).latest() == before, "killed before its swap: the pointer has not moved"
+    assert runtime.store.status_counts(KIND)[Status.PENDING.value] == pending, "no item SUCCESS before its swap"
     time.sleep(LEASE_SECONDS + 0.5)
     drive(runtime, KIND)
     _embedded(runtime, demo_receipts)
+    pointer = runtime.vectors(KIND).latest()
+    with runtime.vectors(KIND).readable() as collection:
+        assert pointer is not None and pointer.vectors == collection.count()
     report = runtime.compactor(KIND).run()
     assert report.added == 0 and not report.published
 
@@ -147,3 +157,13 @@ def test_server_settings_carry_headers_and_the_token_as_a_bearer(tmp_path):
     assert request_headers(server) == {"X-Proxy": "a", "X-Team": "search", "Authorization": "Bearer secret-token"}
     assert "secret-token" not in repr(settings)
     assert Settings.from_env({"DATA_DIR": str(tmp_path)}).chroma_server is None
+
+
+def test_a_full_chunk_of_openai_sized_vectors_is_written_in_requests_the_server_accepts(server_settings):
+    """5,000 vectors of 1,536 floats in one `add` is a body the server refuses (413); the adapter splits it."""
+    line = Runtime.from_settings(server_settings).vectors(KIND)
+    ids = [f"v{n}" for n in range(5000)]
+    vectors = np.random.default_rng(0).standard_normal((len(ids), 1536), dtype=np.float32)
+    with line.writable("text-embedding-3-small", 1536) as (collection, _):
+        collection.add(ids=ids, embeddings=vectors, documents=ids, metadatas=[{"batch_id": "b"}] * len(ids))
+        assert collection.count() == len(ids)

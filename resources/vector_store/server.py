@@ -49,6 +49,7 @@ from resources.vector_store.pointers import PointerLine, read_pointer
 from resources.vector_store.snapshots import SnapshotStore, archive_key, fetch_archive, publish_archive
 
 PAGE = 1000  # vectors per request when copying a collection (1,536 floats each)
+FLOATS_PER_WRITE = 2_000_000  # ~25 MB of JSON: a server refuses (413) an `add` of 5,000 vectors of 1,536 floats
 
 
 def _client_settings() -> ChromaSettings:
@@ -95,6 +96,37 @@ def copy_collection(source: Any, dest: Any, page: int = PAGE) -> int:
         dest.add(ids=got["ids"], embeddings=np.asarray(got["embeddings"], dtype=np.float32),
                  documents=got["documents"], metadatas=got["metadatas"])
         copied += len(got["ids"])
+
+
+class PagedCollection:
+    """A server collection whose writes go in requests the server accepts.
+
+    A Chroma server refuses a request body over its payload limit, and the
+    steps write up to `CHUNK_SIZE` (5,000) vectors at once; writes carrying
+    vectors are split into requests of at most `FLOATS_PER_WRITE` floats.
+    Everything else goes to the collection as it is.
+    """
+
+    def __init__(self, inner: Any, floats_per_write: int = FLOATS_PER_WRITE):
+        self.inner = inner
+        self.floats_per_write = floats_per_write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def add(self, ids: Any, embeddings: Any = None, **columns: Any) -> None:
+        self._split(self.inner.add, ids, embeddings, columns)
+
+    def upsert(self, ids: Any, embeddings: Any = None, **columns: Any) -> None:
+        self._split(self.inner.upsert, ids, embeddings, columns)
+
+    def _split(self, write: Any, ids: Any, embeddings: Any, columns: dict[str, Any]) -> None:
+        dims = len(embeddings[0]) if embeddings is not None and len(embeddings) else 1
+        step = max(1, self.floats_per_write // dims)
+        for start in range(0, len(ids), step):
+            part = slice(start, start + step)
+            write(ids=ids[part], embeddings=None if embeddings is None else embeddings[part],
+                  **{name: None if value is None else value[part] for name, value in columns.items()})
 
 
 class ServerVectorStore:
@@ -152,7 +184,7 @@ class ServerLine(PointerLine):
             name, embedding_function=None, metadata=collection_metadata(model, dimensions)
         )
         check_model(collection, model, dimensions)
-        yield collection, pointer
+        yield PagedCollection(collection), pointer
 
     def _drop_unnamed_of_other_model(self, client: ClientAPI, name: str, model: str, dimensions: int | None) -> None:
         """A collection no pointer names, of another model, is left by an abandoned re-embed: start it afresh."""
@@ -170,7 +202,7 @@ class ServerLine(PointerLine):
         if pointer is None or not pointer.published:
             yield None
             return
-        yield self.owner.client().get_collection(pointer.key, embedding_function=None)
+        yield PagedCollection(self.owner.client().get_collection(pointer.key, embedding_function=None))
 
     def stage(self, version: int) -> Staged:
         """Nothing to upload: the vectors are on the server already; the stage names the collection."""
@@ -256,5 +288,5 @@ class ServerLine(PointerLine):
                 target = client.create_collection(
                     name, embedding_function=None, metadata=collection_metadata(model, dimensions)
                 )
-                vectors = copy_collection(source, target)
+                vectors = copy_collection(source, PagedCollection(target))
         return self.serving_line().write_pointer(Pointer(new, name, "", vectors, utc_now(), model, dimensions))
