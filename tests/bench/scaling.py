@@ -54,7 +54,7 @@ class CountingObjects:
 
 @dataclasses.dataclass
 class TimedCompactor(Compactor):
-    """The real compactor, with its merge, stale scan and ownership read timed into `clock`."""
+    """The real compactor, with its merge and its stale-vector search (ownership, change feed) timed into `clock`."""
 
     clock: Clock = dataclasses.field(default_factory=Clock)
 
@@ -66,9 +66,9 @@ class TimedCompactor(Compactor):
         with self.clock.measure("scan"):
             return super()._still_owned(*args, **kwargs)
 
-    def _remove_stale(self, *args: Any, **kwargs: Any) -> int:
+    def _stale(self, *args: Any, **kwargs: Any) -> tuple[list[str], str]:
         with self.clock.measure("scan"):
-            return super()._remove_stale(*args, **kwargs)
+            return super()._stale(*args, **kwargs)
 
 
 @dataclasses.dataclass
@@ -142,7 +142,7 @@ def _measure_mode(mode: str, root: Path, open_store: Any, receipts: Iterator[Rec
         point = Point(mode, stored, sum(r.vectors for r in deltas), result.seconds, objects.uploaded, parts)
         points.append(point)
         report.say(f"  {mode}: {point.delta} vectors into {stored:,} in {point.seconds:.2f}s "
-                   f"(merge {parts['merge']:.2f}, stale/owned scans {parts['scan']:.2f}, "
+                   f"(merge {parts['merge']:.2f}, stale search {parts['scan']:.2f}, "
                    f"publish {parts['publish']:.2f}, mark {parts['mark']:.2f}), {point.uploaded / MB:.1f} MB uploaded")
         stored = result.vectors
     world.store.close()
@@ -180,7 +180,7 @@ def bench_scaling(report: Report, root: Path, receipts: list[Receipt], dims: int
 
 
 def scaling_table(points: Sequence[Point]) -> str:
-    header = ("mode", "stored", "delta", "seconds", "merge", "scans", "publish", "mark", "MB uploaded")
+    header = ("mode", "stored", "delta", "seconds", "merge", "stale", "publish", "mark", "MB uploaded")
     rows = [(p.mode, f"{p.stored:,}", f"{p.delta:,}", f"{p.seconds:.2f}", f"{p.parts['merge']:.2f}",
              f"{p.parts['scan']:.2f}", f"{p.parts['publish']:.2f}", f"{p.parts['mark']:.2f}",
              f"{p.uploaded / MB:,.1f}") for p in points]
