@@ -19,8 +19,8 @@ from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
 from resources.vector_store.server import request_headers
-from tests.support import server_env
 from tests.crashes import drive, kill_during
+from tests.support import server_env
 
 KIND = "lines"
 LEASE_SECONDS = 3

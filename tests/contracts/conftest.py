@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorStore
+from embedding_assets.domain.settings import ChromaServer
 from resources.object_store import s3 as s3_object_store
 from resources.object_store.local import LocalObjectStore
 from resources.object_store.s3 import S3ObjectStore, create_buckets
@@ -25,7 +26,6 @@ from resources.receipt_store import dynamodb_receipts, dynamodb_status, sqlite_s
 from resources.receipt_store.dynamodb import DynamoReceiptStore
 from resources.receipt_store.dynamodb_table import dynamodb_client
 from resources.receipt_store.sqlite import SqliteReceiptStore
-from embedding_assets.domain.settings import ChromaServer
 from resources.vector_store.server import ServerVectorStore
 from resources.vector_store.snapshots import SnapshotVectorStore
 from tests.aws_fixtures import new_table
