@@ -110,7 +110,8 @@ def _fill(world: World, line: VectorLine, receipts: list[Receipt], dims: int, ta
                             "line_id": x.line_id, "model": MODEL, "dimensions": dims} for _, r, x in part],
             )
         count = collection.count()
-    pointer = line.swap(line.stage(line.next_version()), count, MODEL, dims)
+    # As a compaction leaves it: the change feed applied up to now, so the next one reads only what follows.
+    pointer = line.swap(line.stage(line.next_version()), count, MODEL, dims, world.store.changes_head(KIND))
     line.mark_clean(pointer.version)
 
 
