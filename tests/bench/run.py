@@ -863,7 +863,7 @@ def run_stages(report: Report, args: argparse.Namespace, work: Path) -> None:
 
         report.say(f"7. scaling: one delta of {args.scaling_delta_lines:,} lines compacted into collections of "
                    f"{', '.join(f'{s:,}' for s in args.scaling)} vectors, per mode:")
-        needed = max(args.scaling) + 2 * len(args.scaling) * args.scaling_delta_lines
+        needed = max(args.scaling) + 3 * len(args.scaling) * args.scaling_delta_lines
         bench_scaling(report, work / "scaling", receipts_with_lines(needed, args.seed + 1), args.dims, args.scaling,
                       args.scaling_delta_lines)
 
