@@ -11,6 +11,7 @@ import warnings
 from dagster import BetaWarning, Definitions, with_source_code_references
 
 from embedding_assets.defs.assets import build_kind
+from embedding_assets.defs.exports import build_export
 from embedding_assets.domain.models import KINDS
 from embedding_assets.domain.settings import Settings
 from resources.deployment import resources_from_settings
@@ -22,6 +23,7 @@ from sensors.schedules import checks_schedule, create_batches_schedule
 LOCATION_NAME = "receipt_embeddings"
 
 KIND_DEFS = {kind: build_kind(kind) for kind in KINDS}
+EXPORTS = {kind: build_export(kind) for kind in KINDS}
 
 
 def _with_code_references(assets: list) -> list:
@@ -37,9 +39,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=_with_code_references([a for k in kinds for a in k.assets]),
         asset_checks=[c for k in kinds for c in k.checks],
-        jobs=[j for k in kinds for j in k.jobs.values()],
-        schedules=[s for k in kinds for s in k.schedules]
-        + [s(k) for k in kinds for s in (create_batches_schedule, checks_schedule)],
+        jobs=[*(j for k in kinds for j in k.jobs.values()), *(job for job, _ in EXPORTS.values())],
+        schedules=[*(s for k in kinds for s in k.schedules), *(schedule for _, schedule in EXPORTS.values()),
+                   *(s(k) for k in kinds for s in (create_batches_schedule, checks_schedule))],
         sensors=[s(k) for k in kinds for s in (batch_status_sensor, compaction_sensor, compaction_after_ingest_sensor)],
         resources=resources_from_settings(settings),
     )

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorLine, VectorStore
 from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.vectors import Pointer
 from embedding_assets.steps.compact import Compactor
 from embedding_assets.steps.estimate import Estimate, estimate, reembed_held
+from embedding_assets.steps.exports import Restored, export_serving, restore_serving
 from embedding_assets.steps.parts import StepSettings
 from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.steps.reembed import ReembedStart, start_reembed
@@ -80,6 +82,17 @@ class Runtime:
         provider = self.provider
         held = reembed_held(self.vectors(kind), provider.model, provider.dimensions) if reembed else frozenset()
         return estimate(self.pipeline, kind, reembed, held)
+
+    def export(self, kind: str) -> Pointer | None:
+        """The serving version in the snapshot layout (exported now in server mode); see `steps.exports`."""
+        steps = self.tuning.steps
+        return export_serving(self.store, self.vectors(kind), steps.lock_ttl_seconds, steps.heartbeat_seconds)
+
+    def restore(self, kind: str, version: int | None) -> Restored:
+        """Serve an archived version of `kind` again; see `steps.exports`."""
+        steps = self.tuning.steps
+        return restore_serving(self.store, self.vectors(kind), version, steps.lock_ttl_seconds,
+                               steps.heartbeat_seconds)
 
     def compactor(self, kind: str) -> Compactor:
         steps = self.tuning.steps

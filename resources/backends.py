@@ -56,7 +56,16 @@ def open_batch_provider(settings: Settings) -> BatchProvider:
     return LocalBatchProvider(settings.provider_dir, dimensions=settings.dimensions)
 
 
+def vector_store_backend(settings: Settings) -> str:
+    return "server" if settings.chroma_server else "snapshots"
+
+
 def open_vector_store(settings: Settings, objects: ObjectStore) -> VectorStore:
+    if settings.chroma_server is not None:
+        from resources.vector_store.server import ServerVectorStore
+
+        return ServerVectorStore(settings.chroma_server, objects, settings.chroma_persist_directory,
+                                 settings.keep_snapshot_versions)
     from resources.vector_store.snapshots import SnapshotVectorStore
 
     return SnapshotVectorStore(objects, settings.chroma_persist_directory, settings.keep_snapshot_versions)

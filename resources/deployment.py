@@ -20,7 +20,7 @@ from pydantic import PrivateAttr
 
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorStore
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
-from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.settings import ChromaServer, Settings
 from embedding_assets.steps.parts import StepSettings
 from embedding_assets.wiring import Runtime, Tuning
 from resources import backends
@@ -169,6 +169,32 @@ class SnapshotVectorStoreResource(VectorStoreResource):
         return SnapshotVectorStore(objects, Path(self.cache_dir), self.keep_versions)
 
 
+class ServerVectorStoreResource(VectorStoreResource):
+    """Server mode: collections on a Chroma server, pointers in the object store, exports under `snapshots/`.
+
+    `auth_token` is given as `EnvVar("CHROMA_AUTH_TOKEN")`, never as a value;
+    `headers` are the non-secret extra headers (`CHROMA_HEADERS`).
+    `scratch_dir` holds exports and restores while they are archived, and the lexical index cache.
+    """
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    headers: dict[str, str] = {}
+    auth_token: str | None = None
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    scratch_dir: str
+    keep_versions: int = 3
+
+    def for_objects(self, objects: ObjectStore) -> VectorStore:
+        from resources.vector_store.server import ServerVectorStore
+
+        server = ChromaServer(host=self.host, port=self.port, ssl=self.ssl, headers=dict(self.headers),
+                              auth_token=self.auth_token, tenant=self.tenant, database=self.database)
+        return ServerVectorStore(server, objects, Path(self.scratch_dir), self.keep_versions)
+
+
 class EmbeddingResource(ConfigurableResource):
     """The four backends and the steps' settings; bodies call `open()` for the run's `Runtime`.
 
@@ -254,15 +280,27 @@ def _batch_provider(settings: Settings) -> BatchProviderResource:
     return LocalProviderResource(root=str(settings.provider_dir), dimensions=settings.dimensions)
 
 
+def _vector_store(settings: Settings) -> VectorStoreResource:
+    server = settings.chroma_server
+    if server is None:
+        return SnapshotVectorStoreResource(
+            cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions
+        )
+    return ServerVectorStoreResource(
+        host=server.host, port=server.port, ssl=server.ssl, headers=server.headers,
+        auth_token=EnvVar("CHROMA_AUTH_TOKEN") if server.auth_token else None,
+        tenant=server.tenant, database=server.database,
+        scratch_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,
+    )
+
+
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """The four backends that `settings` chooses (each shown by name in the UI) and `embedding` over them."""
     parts: dict[str, Any] = {
         "receipt_store": _receipt_store(settings),
         "object_store": _object_store(settings),
         "batch_provider": _batch_provider(settings),
-        "vector_store": SnapshotVectorStoreResource(
-            cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions
-        ),
+        "vector_store": _vector_store(settings),
     }
     tuning = Tuning.from_settings(settings)
     embedding = EmbeddingResource(

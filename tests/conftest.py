@@ -16,10 +16,10 @@ from dagster import DagsterInstance
 from embedding_assets.data.demo import generate_receipts
 from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
-from tests.support import BACKENDS, base_env
+from tests.support import BACKENDS, base_env, server_env
 
 # Fixtures shared by several test modules, registered once instead of imported into each.
-pytest_plugins = ["tests.aws_fixtures", "tests.fake_batch_api"]
+pytest_plugins = ["tests.aws_fixtures", "tests.fake_batch_api", "tests.chroma_server"]
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
@@ -33,6 +33,12 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(params=sorted(BACKENDS))
 def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings.from_env(BACKENDS[request.param](tmp_path, request))
+
+
+@pytest.fixture
+def server_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Server mode on the session's `chroma run` server."""
+    return Settings.from_env(server_env(tmp_path, request))
 
 
 @pytest.fixture

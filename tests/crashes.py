@@ -30,6 +30,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, field.name)
         if field.name in names and value is not None:
             env[names[field.name]] = str(value)
+    server = settings.chroma_server
+    if server is not None:
+        env |= {"CHROMA_HOST": server.host, "CHROMA_PORT": str(server.port), "CHROMA_SSL": str(server.ssl),
+                "CHROMA_TENANT": server.tenant, "CHROMA_DATABASE": server.database}
     return env
 
 

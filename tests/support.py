@@ -19,6 +19,7 @@ from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.wiring import Runtime
 from resources.receipt_store.dynamodb import DynamoReceiptStore
 from tests.aws_fixtures import aws_backend_env
+from tests.chroma_server import server_mode_env
 from tests.fake_batch_api import FakeBatchAPI
 
 IMAGE = "3f1c2a9e-0000-4000-8000-000000000001"
@@ -95,6 +96,11 @@ def embedded_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, st
 def aws_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     """DynamoDB in the seed's layout and S3, on the session's moto server; a fresh table and buckets per test."""
     return {**base_env(tmp_path), **aws_backend_env(request.getfixturevalue("moto_endpoint"))}
+
+
+def server_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The embedded store and objects, with vectors on the session's `chroma run` server (a fresh database)."""
+    return {**base_env(tmp_path), **server_mode_env(request.getfixturevalue("chroma_server"))}
 
 
 # name -> builder of the environment for that backend set

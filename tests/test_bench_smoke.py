@@ -30,6 +30,11 @@ STAGES = (
     "peak RSS iter_results, 100 results",
     "peak RSS iter_results, 300 results",
     "peak RSS Pipeline.ingest, 300 results",
+    "7. scaling",
+    "scaling snapshot: delta into 0 vectors",
+    "scaling server: delta into 0 vectors",
+    "scaling server: delta into",
+    "snapshot mode is",
     "verdict:",
 )
 
@@ -38,7 +43,8 @@ def test_bench_runs_every_stage_on_a_tiny_input(tmp_path: Path) -> None:
     out = io.StringIO()
     code = main(
         ["--lines", "300", "--dims", "64", "--out", str(tmp_path), "--compact-lines", "300",
-         "--float-results", "200", "--memory-sizes", "100,300", "--token-lines", "3000"],
+         "--float-results", "200", "--memory-sizes", "100,300", "--token-lines", "3000", "--scaling-sizes", "0,100,200",
+         "--scaling-delta-lines", "40"],
         out=out,
     )
     text = out.getvalue()
@@ -46,6 +52,7 @@ def test_bench_runs_every_stage_on_a_tiny_input(tmp_path: Path) -> None:
     missing = [stage for stage in STAGES if stage not in text]
     assert not missing, f"stages missing from the bench output: {missing}\n{text}"
     for target in ("parse base64 >= 25,000 vectors/s", "compaction >= 0.9 x raw Chroma add",
-                   "iter_results peak memory flat", "Pipeline.ingest peak memory flat"):
+                   "iter_results peak memory flat", "Pipeline.ingest peak memory flat",
+                   "server mode: a small compaction"):
         assert target in text.split("verdict:")[1]
     assert not (tmp_path / "work").exists(), "the bench leaves no work files behind unless --keep"

@@ -1,10 +1,11 @@
-"""The OpenAI key reaches its resource only as an EnvVar: the UI's GraphQL API never shows its value."""
+"""Secrets (the OpenAI key, the Chroma token) reach their resources only as EnvVars: the UI never shows them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
@@ -16,9 +17,18 @@ RESOURCES = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
   allTopLevelResourceDetails { name configuredValues { key value type } nestedResources { name type } } } } } }"""
 
 
-def test_graphql_resource_config_names_the_variable_not_the_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBEDDING_PROVIDER", "openai")
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+SECRETS = [
+    ({"EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": SECRET}, "batch_provider", "api_key", "OPENAI_API_KEY"),
+    ({"CHROMA_HOST": "chroma.internal", "CHROMA_AUTH_TOKEN": SECRET}, "vector_store", "auth_token",
+     "CHROMA_AUTH_TOKEN"),
+]
+
+
+@pytest.mark.parametrize(("env", "resource", "field", "variable"), SECRETS, ids=[s[3] for s in SECRETS])
+def test_graphql_resource_config_names_the_variable_not_the_secret(tmp_path, monkeypatch, env, resource, field,
+                                                                    variable):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -29,6 +39,6 @@ def test_graphql_resource_config_names_the_variable_not_the_key(tmp_path, monkey
     assert not result.errors, result.errors
     resources = result.data["repositoriesOrError"]["nodes"][0]["allTopLevelResourceDetails"]
     by_name = {r["name"]: {c["key"]: c for c in r["configuredValues"]} for r in resources}
-    assert by_name["batch_provider"]["api_key"]["type"] == "ENV_VAR"
-    assert by_name["batch_provider"]["api_key"]["value"] == "OPENAI_API_KEY"
+    assert by_name[resource][field]["type"] == "ENV_VAR"
+    assert by_name[resource][field]["value"] == variable
     assert SECRET not in json.dumps(result.data)

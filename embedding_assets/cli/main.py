@@ -27,6 +27,7 @@ from embedding_assets.cli.commands_lifecycle import (
 from embedding_assets.cli.commands_pipeline import cmd_reembed, cmd_run
 from embedding_assets.cli.common import KIND_CHOICES
 from embedding_assets.cli.errors import EXIT_USAGE, explain
+from embedding_assets.cli.versions import add_version_commands
 from embedding_assets.domain.settings import Settings
 
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--all", action="store_true", help="every in-flight batch of every kind")
     cancel.set_defaults(func=cmd_batches_cancel)
     _add_lifecycle_commands(sub)
+    add_version_commands(sub)
     _add_aws_commands(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""The four outside parts the pipeline talks to, as protocols.
+"""The four outside parts the pipeline talks to, as protocols (the vector store's in `vector_ports`, re-exported here).
 
 Each has an embedded implementation (SQLite, a local folder, an offline model,
 Chroma snapshots) and a production one (DynamoDB, S3, OpenAI); the steps only
@@ -7,8 +7,7 @@ see these methods, which is what lets both run the same code paths.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +16,11 @@ import numpy as np
 
 from embedding_assets.domain.models import BatchRecord, Item, LockHolder, LockState, Receipt, Stage
 from embedding_assets.domain.tokens import Tokenizer
-from embedding_assets.domain.vectors import Pointer, Staged
+from embedding_assets.domain.vector_ports import LexicalIndex as LexicalIndex
+from embedding_assets.domain.vector_ports import SearchView as SearchView
+from embedding_assets.domain.vector_ports import VectorCollection as VectorCollection
+from embedding_assets.domain.vector_ports import VectorLine as VectorLine
+from embedding_assets.domain.vector_ports import VectorStore as VectorStore
 
 
 class ReceiptStore(Protocol):
@@ -247,152 +250,3 @@ class BatchProvider(Protocol):
         `model`/`dimensions` default to the configured ones; search names the
         serving collection's own, which differ while a re-embed runs.
         """
-
-
-class VectorCollection(Protocol):
-    """One opened collection, in Chroma's terms (a Chroma `Collection` is one, local or on a server)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def metadata(self) -> Any: ...
-
-    def count(self) -> int: ...
-
-    def get(
-        self,
-        ids: Any = None,
-        where: Any = None,
-        limit: Any = None,
-        offset: Any = None,
-        where_document: Any = None,
-        include: Any = ...,
-    ) -> Any: ...
-
-    def add(
-        self,
-        ids: Any,
-        embeddings: Any = None,
-        metadatas: Any = None,
-        documents: Any = None,
-        images: Any = None,
-        uris: Any = None,
-    ) -> None: ...
-
-    def upsert(
-        self,
-        ids: Any,
-        embeddings: Any = None,
-        metadatas: Any = None,
-        documents: Any = None,
-        images: Any = None,
-        uris: Any = None,
-    ) -> None: ...
-
-    def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None: ...
-
-    def query(
-        self,
-        query_embeddings: Any = None,
-        query_texts: Any = None,
-        query_images: Any = None,
-        query_uris: Any = None,
-        ids: Any = None,
-        n_results: int = 10,
-        where: Any = None,
-        where_document: Any = None,
-        include: Any = ...,
-    ) -> Any: ...
-
-
-class LexicalIndex(Protocol):
-    """A keyword index over the item texts of one published version (same items as its vectors)."""
-
-    def rank(self, text: str, limit: int | None, receipt: str | None = None,
-             merchant: str | None = None) -> list[tuple[str, float]]:
-        """(id, score) of the items matching `text`, best (highest score) first, all without a `limit`.
-
-        `receipt` is `IMAGE_ID:RECEIPT_ID`; rows of equal score hold the same query words.
-        """
-
-    def merchant_names(self, merchant: str) -> list[str]:
-        """The stored spellings of a merchant name, matched case-insensitively."""
-
-
-@dataclass
-class SearchView:
-    """One published version opened for search: its collection and its lexical index, closed together.
-
-    Kept open between queries (opening a collection costs tens of ms); a new
-    published version means a new view.
-    """
-
-    version: int
-    collection: VectorCollection
-    lexical: LexicalIndex
-    close: Callable[[], None]
-
-
-class VectorLine(Protocol):
-    """One line (serving or NEXT) of a kind's collection versions, wherever they are kept.
-
-    Writing is: `writable()` (a working collection at the pointer's version),
-    `stage(version)` once it is closed (readers could fetch it, none is told),
-    then `swap` (the atomic switch) and `mark_clean`. A crash anywhere before
-    the swap leaves the old version serving; see each adapter for how it
-    notices a dirty working copy.
-    """
-
-    kind: str
-    line: str
-
-    def next_line(self) -> VectorLine: ...
-
-    def serving_line(self) -> VectorLine: ...
-
-    def target(self) -> VectorLine:
-        """The line compaction writes to and the invariant is checked on: NEXT while a re-embed runs."""
-
-    def latest(self) -> Pointer | None: ...
-
-    def next_version(self) -> int:
-        """One past the newest version of either line, so the two never share a version."""
-
-    def write_pointer(self, pointer: Pointer) -> Pointer: ...
-
-    def clear(self) -> None:
-        """Remove this line's pointer (NEXT, once switched or abandoned)."""
-
-    def writable(
-        self, model: str, dimensions: int | None, recipe: str
-    ) -> AbstractContextManager[tuple[VectorCollection, Pointer | None]]:
-        """The working collection at the pointer's version (created for `model` when new), closed on exit.
-
-        Raises ModelMismatch when it holds another model's vectors.
-        """
-
-    def readable(self) -> AbstractContextManager[VectorCollection | None]:
-        """The latest published version for reading, or None when nothing is published."""
-
-    def stage(self, version: int) -> Staged:
-        """Publishable copy of the closed working collection, with its lexical index; not yet visible."""
-
-    def open_view(self) -> SearchView | None:
-        """The latest published version opened for search, or None when nothing is published."""
-
-    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
-             changes_cursor: str | None = None, recipe: str | None = None) -> Pointer:
-        """The atomic switch readers see; the caller re-checks its lease right before."""
-
-    def mark_clean(self, version: int) -> None: ...
-
-    def prune(self) -> list[str]:
-        """Drop old versions beyond those kept; both lines' current versions are always kept."""
-
-
-class VectorStore(Protocol):
-    """Where each kind's collection versions live (snapshot archives, or a Chroma server)."""
-
-    def line(self, kind: str) -> VectorLine:
-        """The kind's serving line (its `next_line()` is the re-embed's)."""

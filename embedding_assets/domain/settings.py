@@ -27,6 +27,25 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ChromaServer:
+    """Where server mode's collections live (`CHROMA_HOST` set); None of it is read in snapshot mode.
+
+    `headers` go with every request (an auth proxy's, a hosted Chroma's);
+    `auth_token` is a secret, sent as `Authorization: Bearer`. `tenant` and
+    `database` name the namespace the collections are kept in, created on
+    first use when the server allows it.
+    """
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    auth_token: str | None = field(default=None, repr=False)
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     provider: str
@@ -54,6 +73,7 @@ class Settings:
     reap_after_hours: float = 48.0
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
     recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
+    chroma_server: ChromaServer | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -118,7 +138,23 @@ class Settings:
             reap_after_hours=reader.number("REAP_AFTER_HOURS", 48.0, minimum=0.01),
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
             recipes={kind: reader.choice(f"{kind.upper()}_RECIPE", RECIPES[kind]) for kind in RECIPES},
+            chroma_server=_chroma_server(reader),
         )
+
+
+def _chroma_server(reader: _Reader) -> ChromaServer | None:
+    host = reader.text("CHROMA_HOST")
+    if host is None:
+        return None
+    return ChromaServer(
+        host=host,
+        port=reader.integer("CHROMA_PORT", 8000, minimum=1, maximum=65535),
+        ssl=reader.boolean("CHROMA_SSL", False),
+        headers=reader.pairs("CHROMA_HEADERS", "name=value"),
+        auth_token=reader.text("CHROMA_AUTH_TOKEN"),
+        tenant=reader.text("CHROMA_TENANT") or "default_tenant",
+        database=reader.text("CHROMA_DATABASE") or "default_database",
+    )
 
 
 class _Reader:
@@ -161,21 +197,31 @@ class _Reader:
         _check_range(name, value, minimum, None)
         return value
 
-    def prices(self, name: str) -> dict[str, float]:
-        """`model=USD per million tokens` pairs, comma separated."""
+    def pairs(self, name: str, shape: str) -> dict[str, str]:
+        """`key=value` pairs, comma separated; a pair without a key or `=` fails naming the variable."""
         raw = self.text(name)
-        prices: dict[str, float] = {}
+        pairs: dict[str, str] = {}
         for pair in (raw or "").split(","):
             if not pair.strip():
                 continue
-            model, sep, value = pair.partition("=")
+            key, sep, value = pair.partition("=")
+            if not (sep and key.strip()):
+                raise ConfigError(f"{name}={raw!r}: expected {shape} pairs, comma separated")
+            pairs[key.strip()] = value.strip()
+        return pairs
+
+    def prices(self, name: str) -> dict[str, float]:
+        """`model=USD per million tokens` pairs, comma separated."""
+        prices: dict[str, float] = {}
+        for model, value in self.pairs(name, "model=price").items():
             try:
-                price = float(value) if sep and model.strip() else -1.0
+                price = float(value)
             except ValueError:
                 price = -1.0
             if not (math.isfinite(price) and price >= 0):
-                raise ConfigError(f"{name}={raw!r}: expected model=price pairs, comma separated, prices >= 0")
-            prices[model.strip()] = price
+                raise ConfigError(f"{name}={self.text(name)!r}: expected model=price pairs, comma separated, "
+                                  "prices >= 0")
+            prices[model] = price
         return prices
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:

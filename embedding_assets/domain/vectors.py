@@ -25,6 +25,10 @@ class ModelMismatch(RuntimeError):
     """The collection holds vectors of another model or size than the configured one."""
 
 
+class VersionNotFound(LookupError):
+    """No archived version by that number (or nothing archived at all) to restore."""
+
+
 class CorruptSnapshot(RuntimeError):
     """A stored version does not match its checksum or holds unsafe paths."""
 

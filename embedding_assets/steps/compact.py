@@ -115,7 +115,9 @@ class Compactor:
                 report.removed = delete_vectors(collection, stale, self.chunk_size)
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
-            if report.added or report.updated or report.removed or (unpublished and records):
+            # A count the pointer does not say: a run killed mid-merge wrote into a server collection in place.
+            miscounted = pointer is not None and pointer.published and pointer.vectors != vectors
+            if report.added or report.updated or report.removed or (unpublished and records) or miscounted:
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
                 pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor, self.recipe)

@@ -34,6 +34,13 @@ def open_client(path: Path) -> Any:
     return chromadb.PersistentClient(path=str(path), settings=_SETTINGS)
 
 
+def collection_options(model: str, dimensions: int | None, recipe: str | None) -> dict[str, Any]:
+    """How a new collection is created, in either mode: the index settings, and the model, dimensions and
+    recipe its vectors are of (`check_model` compares them on every open)."""
+    return {"embedding_function": None, "configuration": {"hnsw": HNSW},
+            "metadata": {"model": model, "dimensions": int(dimensions or 0), "recipe": recipe or ""}}
+
+
 @contextmanager
 def persistent_collection(
     path: Path, name: str, model: str | None = None, dimensions: int | None = None, recipe: str | None = None
@@ -50,9 +57,7 @@ def persistent_collection(
         else:
             collection = client.get_or_create_collection(
                 name,
-                embedding_function=None,
-                configuration={"hnsw": HNSW},
-                metadata={"model": model, "dimensions": int(dimensions or 0), "recipe": recipe or ""},
+                **collection_options(model, dimensions, recipe),
             )
             check_model(collection, model, dimensions, recipe or "")
             yield collection

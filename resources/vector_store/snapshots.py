@@ -12,27 +12,36 @@ The compactor keeps one working copy per line and a marker file saying which
 version it is clean at. The marker is removed before the copy is touched, so a
 crash mid-write leaves no marker and the next run fetches the pointer's
 version again instead of trusting a half-written directory.
+
+Publishing reads the archive once: it is hashed while tar writes it, then
+uploaded (an upload is the only read). Server mode exports into the same
+layout (`publish_archive`) and restores from it (`fetch_archive`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-import orjson
-
-from embedding_assets.domain.ports import ObjectNotFound, ObjectStore, SearchView, VectorCollection
+from embedding_assets.domain.ports import ObjectStore, SearchView, VectorCollection
 from embedding_assets.domain.stamps import file_sha256, utc_now
-from embedding_assets.domain.vectors import NEXT, SERVING, CorruptSnapshot, Pointer, Staged
+from embedding_assets.domain.vectors import SERVING, CorruptSnapshot, Pointer, Staged, VersionNotFound, held_recipe
 from resources.vector_store.chroma import open_client, persistent_collection
 from resources.vector_store.lexical import FILE_NAME as LEXICAL_FILE
 from resources.vector_store.lexical import FtsIndex, build_index
+from resources.vector_store.pointers import PointerLine
+
+
+def archive_key(kind: str, version: int) -> str:
+    return f"snapshots/{kind}/{version:08d}/chroma.tar"
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -44,49 +53,54 @@ def _safe_extract(archive: Path, dest: Path) -> None:
         raise CorruptSnapshot(f"snapshot archive {archive.name} cannot be extracted safely: {exc}") from exc
 
 
-class SnapshotStore:
+class _HashingWriter:
+    """A write-only file that hashes what passes through, so an archive is read once: by the upload."""
+
+    def __init__(self, out: BinaryIO):
+        self.out = out
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.out.write(data)
+
+
+def publish_archive(objects: ObjectStore, directory: Path, key: str, scratch: Path) -> str:
+    """Archive a closed Chroma directory under `key`, hashing while it is written; returns its sha256."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        archive = Path(tmp) / "chroma.tar"
+        with archive.open("wb") as out:
+            writer = _HashingWriter(out)
+            with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]  # stream mode
+                for entry in sorted(directory.iterdir()):
+                    tar.add(entry, arcname=entry.name)
+        objects.put_file(key, archive)
+    return writer.sha.hexdigest()
+
+
+def fetch_archive(objects: ObjectStore, key: str, dest: Path, sha256: str | None, scratch: Path) -> str:
+    """Download `key`, check it against `sha256` when one is recorded, extract it safely; returns its sha256."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        archive = Path(tmp) / "snapshot.tar"
+        objects.download(key, archive)
+        actual = file_sha256(archive)
+        if sha256 is not None and actual != sha256:
+            raise CorruptSnapshot(f"{key}: sha256 {actual} != {sha256} named by the pointer")
+        _safe_extract(archive, dest)
+    return actual
+
+
+class SnapshotStore(PointerLine):
     def __init__(self, objects: ObjectStore, cache_dir: Path, kind: str, keep_versions: int = 3, line: str = SERVING):
-        if line not in (SERVING, NEXT):
-            raise ValueError(f"unknown snapshot line {line!r}")
-        self.objects = objects
+        super().__init__(objects, kind, line)
         self.cache_dir = Path(cache_dir)
-        self.kind = kind
         self.keep_versions = keep_versions
-        self.line = line
         self.root = self.cache_dir / kind if line == SERVING else self.cache_dir / kind / "next"
-        self.pointer_key = f"snapshots/{kind}/{line}.json"
 
-    def next_line(self) -> SnapshotStore:
-        """The line a re-embed builds beside this one."""
-        return SnapshotStore(self.objects, self.cache_dir, self.kind, self.keep_versions, NEXT)
-
-    def serving_line(self) -> SnapshotStore:
-        return SnapshotStore(self.objects, self.cache_dir, self.kind, self.keep_versions, SERVING)
-
-    def target(self) -> SnapshotStore:
-        """The line compaction writes to and the invariant is checked on: NEXT while a re-embed runs."""
-        nxt = self.next_line()
-        return nxt if nxt.latest() is not None else self.serving_line()
-
-    # ---------------------------------------------------------------- pointer
-    def latest(self) -> Pointer | None:
-        try:
-            return Pointer(**orjson.loads(self.objects.get_bytes(self.pointer_key)))
-        except ObjectNotFound:
-            return None
-
-    def next_version(self) -> int:
-        """One past the newest version of either line, so the two never share an archive key."""
-        pointers = (self.serving_line().latest(), self.next_line().latest())
-        return max((p.version for p in pointers if p), default=0) + 1
-
-    def write_pointer(self, pointer: Pointer) -> Pointer:
-        self.objects.put_bytes(self.pointer_key, orjson.dumps(asdict(pointer)))
-        return pointer
-
-    def clear(self) -> None:
-        """Remove this line's pointer (the NEXT line, once switched or abandoned); archives go with prune."""
-        self.objects.delete(self.pointer_key)
+    def at(self, line: str) -> SnapshotStore:
+        return SnapshotStore(self.objects, self.cache_dir, self.kind, self.keep_versions, line)
 
     # ------------------------------------------------------------ local copies
     @property
@@ -170,28 +184,13 @@ class SnapshotStore:
         return dest, pointer
 
     def _fetch(self, pointer: Pointer, dest: Path) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
-            archive = Path(tmp) / "snapshot.tar"
-            self.objects.download(pointer.key, archive)
-            actual = file_sha256(archive)
-            if actual != pointer.sha256:
-                raise CorruptSnapshot(f"{pointer.key}: sha256 {actual} != {pointer.sha256} named by the pointer")
-            _safe_extract(archive, dest)
+        fetch_archive(self.objects, pointer.key, dest, pointer.sha256, self.root)
 
     # ---------------------------------------------------------------- publish
     def upload(self, directory: Path, version: int) -> tuple[str, str]:
         """Archive a closed Chroma directory as `version`; returns (key, sha256). Not yet visible to readers."""
-        key = f"snapshots/{self.kind}/{version:08d}/chroma.tar"
-        self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
-            archive = Path(tmp) / "chroma.tar"
-            with tarfile.open(archive, "w") as tar:
-                for entry in sorted(directory.iterdir()):
-                    tar.add(entry, arcname=entry.name)
-            sha = file_sha256(archive)
-            self.objects.put_file(key, archive)
-        return key, sha
+        key = archive_key(self.kind, version)
+        return key, publish_archive(self.objects, directory, key, self.root)
 
     def stage(self, version: int) -> Staged:
         """Archive the closed working copy with its lexical index as `version`; not yet visible to readers."""
@@ -206,6 +205,30 @@ class SnapshotStore:
         pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions,
                           changes_cursor, recipe)
         return self.write_pointer(pointer)
+
+    def export(self) -> Pointer | None:
+        """Every published version already is an archive in the snapshot layout: the serving pointer names it."""
+        return self.serving_line().latest()
+
+    def restore(self, version: int | None) -> Pointer:
+        """Serve an archived version again under a new version number (the archive is reused, not copied).
+
+        The new pointer records no change-feed cursor, so the next compaction
+        compares the whole collection with the store once.
+        """
+        serving = self.serving_line()
+        current = serving.latest()
+        key = archive_key(self.kind, version) if version is not None else (current.key if current else "")
+        if not key or not self.objects.exists(key):
+            raise VersionNotFound(f"no archived {self.kind} version {version if version is not None else ''}")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
+            sha = fetch_archive(self.objects, key, Path(tmp) / "chroma", None, Path(tmp))
+            with persistent_collection(Path(tmp) / "chroma", self.kind) as collection:
+                vectors, meta = collection.count(), collection.metadata or {}
+        pointer = Pointer(self.next_version(), key, sha, vectors, utc_now(), meta.get("model"),
+                          int(meta.get("dimensions") or 0) or None, recipe=held_recipe(self.kind, meta.get("recipe")))
+        return serving.write_pointer(pointer)
 
     def prune(self) -> list[str]:
         """Delete all but the newest `keep_versions` archives; both lines' current versions are always kept."""

@@ -34,6 +34,10 @@ not benched, so they are left out of the store):
    in a fresh subprocess, for two batch sizes (`--memory-sizes`, default
    10,000 and 50,000), minus a baseline subprocess that imports the same
    modules and does nothing.
+7. scaling: one small delta compacted into collections of `--scaling-sizes`
+   vectors (default 0, 25,000 and 100,000), in snapshot mode and in server
+   mode (a `chroma run` server started for it), with seconds and bytes
+   uploaded; see `tests.bench.scaling`. An empty `--scaling-sizes` skips it.
 
 The work directory `<out>/work` is wiped at the start and (unless `--keep`)
 at the end: at the default N it holds about 2 GB of output files and deltas.
@@ -746,6 +750,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="two batch sizes for peak memory (default 10000,50000)")
     parser.add_argument("--token-lines", type=int, default=1_000_000,
                         help="lines whose batch cycles are counted at tier 1, bytes against tokens (default 1000000)")
+    parser.add_argument("--scaling-sizes", default="0,25000,100000",
+                        help="collection sizes a small delta is compacted into, per mode (default 0,25000,100000)")
+    parser.add_argument("--scaling-delta-lines", type=int, default=1024,
+                        help="lines in that small delta (default 1024, about 640 vectors)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep <out>/work afterwards")
     args = parser.parse_args(argv)
@@ -753,6 +761,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lines < 1 or args.dims < 1 or len(sizes) != 2 or min(sizes) < 1:
         parser.error("--lines and --dims must be positive and --memory-sizes two different positive sizes")
     args.sizes = sizes
+    args.scaling = sorted({int(s) for s in args.scaling_sizes.split(",") if s.strip()})
+    if any(size < 0 for size in args.scaling) or args.scaling_delta_lines < 1:
+        parser.error("--scaling-sizes must be sizes >= 0 and --scaling-delta-lines positive")
     return args
 
 
@@ -861,6 +872,15 @@ def run_stages(report: Report, args: argparse.Namespace, work: Path) -> None:
 
     report.say("6. peak memory (one subprocess per run):")
     bench_memory(report, work, args.dims, args.sizes, templates)
+
+    if args.scaling:
+        from tests.bench.scaling import bench_scaling
+
+        report.say(f"7. scaling: one delta of {args.scaling_delta_lines:,} lines compacted into collections of "
+                   f"{', '.join(f'{s:,}' for s in args.scaling)} vectors, per mode:")
+        needed = max(args.scaling) + 3 * len(args.scaling) * args.scaling_delta_lines
+        bench_scaling(report, work / "scaling", receipts_with_lines(needed, args.seed + 1), args.dims, args.scaling,
+                      args.scaling_delta_lines)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorStore
+from embedding_assets.domain.settings import ChromaServer
 from resources.object_store import s3 as s3_object_store
 from resources.object_store.local import LocalObjectStore
 from resources.object_store.s3 import S3ObjectStore, create_buckets
@@ -25,6 +26,7 @@ from resources.receipt_store import dynamodb_receipts, dynamodb_status, sqlite_s
 from resources.receipt_store.dynamodb import DynamoReceiptStore
 from resources.receipt_store.dynamodb_table import dynamodb_client
 from resources.receipt_store.sqlite import SqliteReceiptStore
+from resources.vector_store.server import ServerVectorStore
 from resources.vector_store.snapshots import SnapshotVectorStore
 from tests.aws_fixtures import new_table
 from tests.support import check_layout, raw_items
@@ -131,13 +133,18 @@ def batch_provider(request: pytest.FixtureRequest, tmp_path: Path) -> BatchProvi
 # Vector stores
 
 
-VECTOR_STORES = ["snapshots-local", "snapshots-s3"]
+VECTOR_STORES = ["snapshots-local", "snapshots-s3", "server"]
 
 
 @pytest.fixture(params=VECTOR_STORES)
 def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> VectorStore:
-    """Snapshot mode over each object store, keeping one version besides the lines' current ones."""
+    """Snapshot mode over each object store, and server mode on the session's `chroma run` server (a database
+    per test, pointers in a local folder), keeping one version besides the lines' current ones."""
     objects: ObjectStore
+    if request.param == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        server = ChromaServer(host=host, port=port, database=f"contract_{uuid.uuid4().hex[:12]}")
+        return ServerVectorStore(server, LocalObjectStore(tmp_path / "objects"), tmp_path / "scratch", keep_versions=1)
     if request.param == "snapshots-local":
         objects = LocalObjectStore(tmp_path / "objects")
     else:

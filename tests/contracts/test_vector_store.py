@@ -1,14 +1,16 @@
 """The VectorStore contract, run on every mode: versions written, staged, switched, read and pruned.
 
-Today's mode keeps snapshot archives in an object store (local folder or S3);
-a server mode is added by a new entry in `VECTOR_STORES` (tests/contracts/conftest.py).
+Snapshot mode keeps archives in an object store (local folder or S3); server
+mode keeps collections on the session's `chroma run` server. What differs
+between them (where a version lives, when writes become visible, what a
+version's key names) is left to each adapter's own tests.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from embedding_assets.domain.vectors import NEXT, SERVING, ModelMismatch
+from embedding_assets.domain.vectors import NEXT, SERVING, ModelMismatch, Pointer, VersionNotFound
 
 KIND = "lines"
 MODEL, OTHER_MODEL = "model-a", "model-b"
@@ -70,7 +72,8 @@ def test_each_version_builds_on_the_last_and_old_ones_are_pruned(vector_store):
     with line.readable() as collection:
         assert sorted(collection.get()["ids"]) == ["b", "c"]
 
-    assert line.prune() == [first]  # keep_versions=1
+    # keep_versions=1: the first version goes unless the pointer still names it (a server collection grows in place)
+    assert line.prune() == ([] if line.latest().key == first else [first])
     assert line.prune() == []
     with vector_store.line(KIND).readable() as collection:
         assert collection.count() == 2
@@ -124,3 +127,69 @@ def test_a_search_view_holds_the_published_version_and_its_lexical_index(vector_
         assert view.lexical.rank("cash", None) == []
     finally:
         view.close()
+
+
+def ids_in(line) -> list[str]:
+    with line.readable() as collection:
+        return [] if collection is None else sorted(collection.get()["ids"])
+
+
+def test_a_write_never_swapped_is_repeated_and_converges(vector_store):
+    line = vector_store.line(KIND)
+    publish(line, ["a"])
+    with line.writable(MODEL, DIMS, RECIPE) as (collection, pointer):  # a compactor killed before its swap
+        collection.add(ids=["b", "c"], embeddings=[vector(1), vector(2)])
+    assert line.latest() == pointer
+    with line.writable(MODEL, DIMS, RECIPE) as (collection, _):  # the next run adds what is not there yet
+        held = set(collection.get(ids=["a", "b", "c"])["ids"])
+        missing = [key for key in ("a", "b", "c") if key not in held]
+        if missing:
+            collection.add(ids=missing, embeddings=[vector(i) for i in range(len(missing))])
+        count = collection.count()
+    pointer = line.swap(line.stage(line.next_version()), count, MODEL, DIMS, recipe=RECIPE)
+    assert pointer.vectors == 3 and ids_in(line) == ["a", "b", "c"]
+
+
+def test_versions_left_behind_by_switches_are_pruned(vector_store):
+    serving = vector_store.line(KIND)
+    publish(serving, ["a"])
+    for model in ("m2", "m3", "m4"):  # each switch leaves the previous version behind
+        nxt = serving.next_line()
+        nxt.write_pointer(Pointer.unpublished(model, DIMS, RECIPE))
+        publish(nxt, ["a", model], model=model)
+        serving.write_pointer(nxt.latest())
+        nxt.clear()
+    assert serving.prune(), "versions no pointer names go beyond those kept"
+    assert serving.prune() == []
+    assert ids_in(serving) == ["a", "m4"] and serving.latest().model == "m4"
+
+
+def test_export_then_restore_an_earlier_version(vector_store):
+    serving = vector_store.line(KIND)
+    publish(serving, ["a", "b"])
+    exported = serving.export()
+    assert exported is not None and (exported.version, exported.vectors, exported.model, exported.recipe) == (
+        1, 2, MODEL, RECIPE)
+    assert exported.key.startswith(f"snapshots/{KIND}/") and exported.key.endswith("/chroma.tar")
+    assert serving.export() == exported, "exporting the same version again changes nothing"
+    publish(serving, ["c"])
+    restored = serving.restore(1)
+    assert (restored.version, restored.vectors, restored.model, restored.recipe) == (3, 2, MODEL, RECIPE)
+    assert serving.latest() == restored and ids_in(serving) == ["a", "b"]
+    view = serving.open_view()
+    try:
+        assert view.version == 3 and [vid for vid, _ in view.lexical.rank("b", None)] == ["b"]
+    finally:
+        view.close()
+    with pytest.raises(ModelMismatch, match="recipe"), serving.writable(MODEL, DIMS, "context3"):
+        pass
+    assert publish(serving, ["d"]) == 4 and ids_in(serving) == ["a", "b", "d"]
+
+
+def test_restore_of_an_unknown_version_is_refused(vector_store):
+    serving = vector_store.line(KIND)
+    with pytest.raises(VersionNotFound):
+        serving.restore(None)
+    publish(serving, ["a"])
+    with pytest.raises(VersionNotFound):
+        serving.restore(42)
