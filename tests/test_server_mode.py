@@ -4,6 +4,7 @@ SIGKILLed mid-merge, a re-embed switch, exports and restores, and the settings t
 
 from __future__ import annotations
 
+import tarfile
 import time
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from embedding_assets.domain.settings import ConfigError, Settings
 from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
+from resources.vector_store.lexical import FILE_NAME as LEXICAL_FILE
 from resources.vector_store.server import request_headers
 from tests.crashes import drive, kill_during
 from tests.support import server_env
@@ -57,6 +59,37 @@ def test_pipeline_through_dagster_writes_into_a_server_collection(server_setting
     assert exported.success
     archive = runtime.vectors(KIND).export()
     assert archive is not None and archive.version == 1 and runtime.objects.exists(archive.key)
+    assert archive.recipe == pointer.recipe == server_settings.recipes[KIND]
+    runtime.objects.download(archive.key, server_settings.data_dir / "export.tar")
+    with tarfile.open(server_settings.data_dir / "export.tar") as tar:
+        assert LEXICAL_FILE in tar.getnames(), "an export carries its lexical index, as a snapshot-mode version does"
+
+
+def test_search_builds_a_local_lexical_index_once_per_served_version(server_settings):
+    line = Runtime.from_settings(server_settings).vectors(KIND)
+    cache = server_settings.chroma_persist_directory / "lexical" / KIND
+
+    def publish(ids: list[str]) -> None:
+        with line.writable("m", 4, "row-lower") as (collection, _):
+            collection.add(ids=ids, embeddings=[[1.0, float(n), 0.0, 0.5] for n in range(len(ids))], documents=ids)
+            count = collection.count()
+        version = line.next_version()
+        line.swap(line.stage(version), count, "m", 4, recipe="row-lower")
+
+    def ranked(text: str) -> list[str]:
+        view = line.open_view()
+        try:
+            return [vid for vid, _ in view.lexical.rank(text, None)]
+        finally:
+            view.close()
+
+    publish(["TOTAL 9.99"])
+    assert ranked("total") == ["TOTAL 9.99"]
+    built = (cache / "1" / LEXICAL_FILE).stat().st_mtime_ns
+    assert ranked("total") == ["TOTAL 9.99"] and (cache / "1" / LEXICAL_FILE).stat().st_mtime_ns == built
+    publish(["CASH 10.00"])
+    assert ranked("cash") == ["CASH 10.00"] and ranked("total") == ["TOTAL 9.99"]
+    assert [d.name for d in cache.iterdir()] == ["2"], "an index no version is served from any more is dropped"
 
 
 @pytest.mark.parametrize("published_before", [False, True], ids=["first-version", "after-a-version"])

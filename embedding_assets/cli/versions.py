@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from embedding_assets.cli.errors import EXIT_FAILED
 from embedding_assets.domain.models import KINDS
 from embedding_assets.domain.settings import Settings
 
@@ -20,7 +21,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     pointer = open_runtime(settings).export(args.kind)
     if pointer is None:
         print(f"no {args.kind} version is published yet: nothing to export", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(f"{args.kind} v{pointer.version} ({pointer.vectors} vectors, {pointer.vectors_of}) is at {pointer.key}")
     return 0
 
@@ -34,7 +35,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         restored = open_runtime(settings).restore(args.kind, args.version)
     except (VersionNotFound, RestoreRefused, CorruptSnapshot) as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     pointer = restored.pointer
     print(f"{args.kind}: search now answers from v{pointer.version} ({pointer.vectors} vectors, "
           f"{pointer.vectors_of}); {restored.requeued} {args.kind} it lacks are sent again at the next run")
