@@ -16,6 +16,7 @@ from embedding_assets.cli.errors import EXIT_BUSY, EXIT_FAILED, EXIT_TIMED_OUT, 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.vectors import Pointer
 from embedding_assets.wiring import Runtime
 
 
@@ -80,6 +81,19 @@ def test_an_endpoint_that_does_not_answer_is_one_line(env, capsys, monkeypatch, 
     capsys.readouterr()
     assert cli.main(["search", "total", "--kind", "lines"]) == EXIT_UNREACHABLE
     assert one_line_error(capsys).startswith("cannot reach a backend:")
+
+
+def test_a_chroma_server_that_does_not_answer_is_one_line(env, capsys, monkeypatch):
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("CHROMA_HOST", "127.0.0.1")
+        monkeypatch.setenv("CHROMA_PORT", str(closed.getsockname()[1]))
+    # A published version whose collection is on that server (pointers are in the object store).
+    Runtime.from_settings(Settings.from_env()).vectors("lines").write_pointer(
+        Pointer(1, "lines_v00000001", "", 1, "2026-01-01T00:00:00Z"))
+    assert cli.main(["search", "total", "--kind", "lines"]) == EXIT_UNREACHABLE
+    error = one_line_error(capsys)
+    assert error.startswith("cannot reach a backend: Chroma server http://127.0.0.1:") and "CHROMA_HOST" in error
 
 
 def retry_requested(instance) -> bool:

@@ -16,7 +16,7 @@ from embedding_assets.steps.search import NoSnapshot
 EXIT_FAILED = 1  # a pipeline run failed, or what was asked for is not there (no snapshot, no receipt)
 EXIT_USAGE = 2  # bad arguments, bad configuration, or a model the collection does not hold
 EXIT_TIMED_OUT = 3  # --timeout passed with items still PENDING or a lease still held by a live process
-EXIT_UNREACHABLE = 4  # the receipt store, object store or provider endpoint did not answer
+EXIT_UNREACHABLE = 4  # the receipt store, object store, Chroma server or provider endpoint did not answer
 EXIT_BUSY = 5  # another live process holds the lease this command needs
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -43,5 +43,6 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_FAILED, f"{exc}"
     if isinstance(exc, _unreachable()):
         return EXIT_UNREACHABLE, (f"cannot reach a backend: {exc}; check the endpoint variables (AWS_ENDPOINT_URL, "
-                                  "OPENAI_BASE_URL) and credentials, or that the service is up")
+                                  "OPENAI_BASE_URL, CHROMA_HOST/CHROMA_PORT) and credentials, or that the service "
+                                  "is up")
     return None

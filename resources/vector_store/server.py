@@ -87,6 +87,11 @@ def connect(server: ChromaServer) -> ClientAPI:
 
     try:
         return client()
+    except ValueError as exc:  # how chromadb reports a server that does not answer its heartbeat
+        if "Could not connect" not in str(exc):
+            raise
+        scheme = "https" if server.ssl else "http"
+        raise ConnectionError(f"Chroma server {scheme}://{server.host}:{server.port} did not answer") from exc
     except NotFoundError:
         admin = chromadb.AdminClient(ChromaSettings(
             chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host=server.host,
