@@ -6,7 +6,7 @@ loading with a message naming it, instead of failing a run later.
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from embedding_assets.defs.assets import build_kind
 from embedding_assets.domain.models import KINDS
@@ -26,8 +26,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         asset_checks=[c for k in kinds for c in k.checks],
         jobs=[j for k in kinds for j in k.jobs.values()],
         schedules=[k.schedule for k in kinds],
-        sensors=[s(k) for k in kinds for s in (batch_status_sensor, compaction_sensor)],
+        sensors=[sensor(k, settings.sensor_interval_seconds)
+                 for k in kinds for sensor in (batch_status_sensor, compaction_sensor)],
         resources=resources_from_settings(settings),
+        # One process per run: its steps are short and sequential, and a process per step would cost more in
+        # start-up than the steps take. Under K8sRunLauncher / EcsRunLauncher a run is one pod / task.
+        executor=in_process_executor,
     )
 
 

@@ -22,11 +22,12 @@ from sensors.decisions import decide_compaction
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
-def compaction_sensor(defs: KindDefinitions):
+def compaction_sensor(defs: KindDefinitions, interval_seconds: int = 60):
+    """`interval_seconds`: SENSOR_INTERVAL_SECONDS, how often waiting deltas are looked for."""
     kind = defs.kind
     job = defs.compaction_job
 
-    @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=60,
+    @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource) -> RunRequest | SkipReason:

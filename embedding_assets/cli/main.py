@@ -58,6 +58,14 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.deployment is not None:
+        from embedding_assets.cli.deployment import run_deployment
+
+        url = args.deployment or os.environ.get("DAGSTER_WEBSERVER_URL", "")
+        if not url:
+            print("--deployment needs a URL or DAGSTER_WEBSERVER_URL", file=sys.stderr)
+            return 2
+        return run_deployment(url, KIND_CHOICES if args.kind == "all" else (args.kind,), args.timeout)
     return _run_kinds(KIND_CHOICES if args.kind == "all" else (args.kind,), args, settings)
 
 
@@ -348,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up on pending items")
     run.add_argument("--json", action="store_true")
+    run.add_argument("--deployment", metavar="URL", nargs="?", const="",
+                     help="launch on a deployed Dagster (its webserver; default DAGSTER_WEBSERVER_URL) and follow "
+                          "the runs its sensors start")
     run.set_defaults(func=cmd_run)
 
     search = sub.add_parser("search", help="nearest items from the latest snapshot")

@@ -37,6 +37,13 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the 
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
+# Concurrency pools (limits in the instance: deploy/dagster.yaml). Both kinds' create-batches runs share one
+# submitter to the provider; ingest downloads run side by side up to their pool's limit; each kind's
+# compaction has a pool of its own (`{kind}_compaction`).
+SUBMISSION_POOL = "provider_submission"
+INGEST_POOL = "ingest_downloads"
+
+
 class CreateBatchesConfig(Config):
     """`max_items`: at most this many items per run; unset means `MAX_ITEMS_PER_RUN` (500,000)."""
 
@@ -76,7 +83,7 @@ def build_kind(kind: str) -> KindDefinitions:
     common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind])
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
-           **common)
+           pool=SUBMISSION_POOL, **common)
     def unembedded(
         context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
@@ -91,7 +98,7 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_ids": MetadataValue.json(report.batches), "seconds": round(time.monotonic() - started, 3),
         })
 
-    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"},
+    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, pool=SUBMISSION_POOL,
            description="Uploads PREPARED request files and creates provider batches.", **common)
     def submitted_batches(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         started = time.monotonic()
@@ -107,7 +114,8 @@ def build_kind(kind: str) -> KindDefinitions:
         })
 
     @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
-           description="One partition per finished provider batch: its vectors as a Parquet delta.", **common)
+           pool=INGEST_POOL, description="One partition per finished provider batch: its vectors as a Parquet delta.",
+           **common)
     def embedding_deltas(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
         report = runtime.pipeline.ingest(context.partition_key, context.log.info)

@@ -51,6 +51,8 @@ class Settings:
     enqueued_token_limit: int | None = None
     reap_after_hours: float = 48.0
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
+    sensor_interval_seconds: int = 60
+    max_requests_per_batch: int = 50_000
 
     @property
     def sqlite_path(self) -> Path:
@@ -113,6 +115,8 @@ class Settings:
             enqueued_token_limit=reader.integer("ENQUEUED_TOKEN_LIMIT", None, minimum=1),
             reap_after_hours=reader.number("REAP_AFTER_HOURS", 48.0, minimum=0.01),
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
+            sensor_interval_seconds=reader.integer("SENSOR_INTERVAL_SECONDS", 60, minimum=1),
+            max_requests_per_batch=reader.integer("MAX_REQUESTS_PER_BATCH", 50_000, minimum=1, maximum=50_000),
         )
 
 
