@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY := true
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test lint dev bench install install-dev clean
+.PHONY: run test lint dev bench install install-dev clean cluster-test
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ dev: install
 	$(BIN)/receipt-embeddings status > /dev/null
 	$(BIN)/dagster dev -w workspace.yaml
 
+# The local multi-host cluster, up to down, with a run process killed mid-ingest (root; a few minutes).
+cluster-test: install-dev
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py
+
 bench: install-dev
 	$(BIN)/python -m tests.bench.run
 
 clean:
-	rm -rf .data .dagster_home .bench
+	rm -rf .data .dagster_home .bench .cluster .cluster-test
