@@ -25,7 +25,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=[a for k in kinds for a in k.assets],
         asset_checks=[c for k in kinds for c in k.checks],
         jobs=[j for k in kinds for j in k.jobs.values()],
-        schedules=[k.schedule for k in kinds],
+        schedules=[s for k in kinds for s in k.schedules],
         sensors=[sensor(k, settings.sensor_interval_seconds)
                  for k in kinds for sensor in (batch_status_sensor, compaction_sensor)],
         resources=resources_from_settings(settings),

@@ -13,6 +13,7 @@ from pathlib import Path
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorLine, VectorStore
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.compact import Compactor
+from embedding_assets.steps.estimate import Estimate, estimate, reembed_held
 from embedding_assets.steps.parts import StepSettings
 from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.steps.reembed import ReembedStart, start_reembed
@@ -72,6 +73,12 @@ class Runtime:
         steps = self.tuning.steps
         return start_reembed(self.store, self.vectors(kind), self.provider.model, self.provider.dimensions,
                              steps.lock_ttl_seconds, steps.heartbeat_seconds)
+
+    def estimate(self, kind: str, reembed: bool = False) -> Estimate:
+        """What the next run (or a re-embed with the configured model) would send and cost; nothing is sent."""
+        provider = self.provider
+        held = reembed_held(self.vectors(kind), provider.model, provider.dimensions) if reembed else frozenset()
+        return estimate(self.pipeline, kind, reembed, held)
 
     def compactor(self, kind: str) -> Compactor:
         steps = self.tuning.steps

@@ -49,6 +49,7 @@ def open_batch_provider(settings: Settings) -> BatchProvider:
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model,
             dimensions=settings.dimensions, max_retries=settings.openai_max_retries,
             timeout_seconds=settings.openai_timeout_seconds, enqueued_token_limit=settings.enqueued_token_limit,
+            output_expires_after_seconds=settings.output_expires_after_hours * 3600,
         )
     from resources.providers.local import LocalBatchProvider
 

@@ -137,6 +137,7 @@ class OpenAIProviderResource(BatchProviderResource):
     max_retries: int = 5
     timeout_seconds: float = 600.0
     enqueued_token_limit: int | None = None
+    output_expires_after_hours: int = 168
 
     def connect(self) -> BatchProvider:
         from resources.providers.openai_batch import OpenAIBatchProvider
@@ -145,6 +146,7 @@ class OpenAIProviderResource(BatchProviderResource):
             api_key=self.api_key, base_url=self.base_url, model=self.model, dimensions=self.dimensions,
             max_retries=self.max_retries, timeout_seconds=self.timeout_seconds,
             enqueued_token_limit=self.enqueued_token_limit,
+            output_expires_after_seconds=self.output_expires_after_hours * 3600,
         )
 
 
@@ -249,6 +251,7 @@ def _batch_provider(settings: Settings) -> BatchProviderResource:
             max_retries=settings.openai_max_retries,
             timeout_seconds=settings.openai_timeout_seconds,
             enqueued_token_limit=settings.enqueued_token_limit,
+            output_expires_after_hours=settings.output_expires_after_hours,
         )
     return LocalProviderResource(root=str(settings.provider_dir), dimensions=settings.dimensions)
 

@@ -17,7 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from resources.object_store.s3 import create_buckets
-from resources.receipt_store.dynamodb import create_table
+from resources.receipt_store.dynamodb_table import create_table
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -7,7 +7,7 @@ tests run on; each entry builds environment variables for one set.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,37 +16,13 @@ from dagster import DagsterInstance
 from embedding_assets.data.demo import generate_receipts
 from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
-from tests.aws_fixtures import aws_backend_env
+from tests.support import BACKENDS, base_env
 
 # Fixtures shared by several test modules, registered once instead of imported into each.
 pytest_plugins = ["tests.aws_fixtures", "tests.fake_batch_api"]
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
-
-
-def base_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "DATA_DIR": str(tmp_path / "data"),
-        "LOCK_DURATION_MINUTES": "1",
-        "HEARTBEAT_INTERVAL_SECONDS": "2",
-    }
-
-
-def embedded_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    return base_env(tmp_path)
-
-
-def aws_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """DynamoDB in the seed's layout and S3, on the session's moto server; a fresh table and buckets per test."""
-    return {**base_env(tmp_path), **aws_backend_env(request.getfixturevalue("moto_endpoint"))}
-
-
-# name -> builder of the environment for that backend set
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, str]]] = {
-    "embedded": embedded_env,
-    "aws": aws_env,
-}
 
 
 @pytest.fixture

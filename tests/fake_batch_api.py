@@ -8,11 +8,16 @@ Endpoints, as the SDK calls them: POST /v1/files (multipart), GET
 
 A batch moves one status per retrieve: validating -> in_progress ->
 finalizing -> its end, and is processed on the step into its end. Vectors
-are unit vectors seeded by a hash of the input (`fake_vector`), and token
-counts (`fake_tokens`) are real per-line and per-batch usage, so a test can
-check both the vectors that land and what they cost. `Switches` make the
-server misbehave the ways the real one does; `faults` answer chosen calls
-with an HTTP error first.
+are unit vectors seeded by a hash of the input (`fake_vector`), and tokens
+are counted with the models' own encoding (`fake_tokens`, cl100k_base) into
+per-line and per-batch usage, so a test can check both the vectors that land
+and what they cost. Batch objects carry `model` and `usage` as newer batches
+do; `output_expires_after` is checked and sets the result files' expiry. An
+enqueued-token limit (`Switches.enqueued_limit`) fails a batch that would
+take the tokens of live batches past it with `token_limit_exceeded`;
+`peak_enqueued` is the most the queue held. `Switches` make the server
+misbehave the ways the real one does; `faults` answer chosen calls with an
+HTTP error first.
 """
 
 from __future__ import annotations
@@ -35,14 +40,16 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
+from embedding_assets.domain.tokens import cl100k
+
 NATIVE = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 STEPS = ("validating", "in_progress", "finalizing")
 
 
 def fake_tokens(text: str) -> int:
-    """Never more than the pipeline's byte-count estimate, as real BPE counts are."""
-    return max(1, len(text.encode()) // 4)
+    """What the real API bills for one input: its cl100k_base tokens."""
+    return cl100k().count(text)
 
 
 def fake_vector(text: str, dimensions: int) -> np.ndarray:
@@ -89,6 +96,7 @@ class FakeBatchAPI:
         self.batches: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self.call_times: list[float] = []
+        self.peak_enqueued = 0
         self.lock = threading.RLock()
         self._seq = 0
         self._internal: dict[str, dict[str, Any]] = {}
@@ -138,6 +146,12 @@ class FakeBatchAPI:
                     counts.update(json.loads(line)["custom_id"]
                                   for line in self.contents[batch["output_file_id"]].splitlines())
             return counts
+
+    def refusals(self) -> int:
+        """Batches failed for the enqueued-token limit."""
+        with self.lock:
+            return sum(1 for b in self.batches.values()
+                       if any(e["code"] == "token_limit_exceeded" for e in (b["errors"] or {}).get("data", [])))
 
     def line_tokens(self) -> int:
         """Tokens of every answered request, from the output files themselves."""
@@ -215,6 +229,10 @@ class FakeBatchAPI:
             return _error(400, f"Invalid input_file_id {params.get('input_file_id')!r}")
         if params.get("endpoint") != "/v1/embeddings" or params.get("completion_window") != "24h":
             return _error(400, "endpoint must be /v1/embeddings and completion_window 24h here")
+        expiry = params.get("output_expires_after")
+        if expiry is not None and (expiry.get("anchor") != "created_at"
+                                   or not 3600 <= int(expiry.get("seconds", 0)) <= 30 * 24 * 3600):
+            return _error(400, "output_expires_after: anchor 'created_at' and 3600 to 2592000 seconds")
         now = int(time.time())
         self._seq += 1
         batch_id = f"batch_{uuid.uuid4().hex[:24]}"
@@ -226,8 +244,10 @@ class FakeBatchAPI:
             "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "usage": _usage(0), "metadata": params.get("metadata") or {},
+            "model": self._input_model(params["input_file_id"]),
         }
-        self._internal[batch_id] = {"seq": self._seq, "tokens": self._input_tokens(params["input_file_id"])}
+        self._internal[batch_id] = {"seq": self._seq, "tokens": self._input_tokens(params["input_file_id"]),
+                                    "keep_output": (expiry or {}).get("seconds")}
         if self.switches.drop_create_responses > 0:
             self.switches.drop_create_responses -= 1
             return 200, self._public(batch_id), {}, "drop"
@@ -277,6 +297,10 @@ class FakeBatchAPI:
             batch.pop("usage")
         return batch
 
+    def _input_model(self, file_id: str) -> str | None:
+        first = self.contents[file_id].split(b"\n", 1)[0]
+        return json.loads(first).get("body", {}).get("model") if first.strip() else None
+
     def _input_tokens(self, file_id: str) -> int:
         total = 0
         for line in self.contents[file_id].splitlines():
@@ -307,14 +331,15 @@ class FakeBatchAPI:
             return {"code": "invalid_request", "message": "The input file is malformed: line 1 is not valid.",
                     "param": None, "line": 1}
         limit = self.switches.enqueued_limit
-        if limit is not None:
-            live = sum(self._internal[b]["tokens"] for b, s in self.batches.items()
-                       if b != batch_id and s["status"] in ("in_progress", "finalizing", "cancelling"))
-            if live + self._internal[batch_id]["tokens"] > limit:
-                model = "text-embedding-3-small"
-                return {"code": "token_limit_exceeded", "param": None, "line": None, "message": (
-                    f"Enqueued token limit reached for {model} in organization org-fake. Limit: {limit} enqueued "
-                    "tokens. Please try submitting your batch again once your other batches have completed.")}
+        model = self.batches[batch_id]["model"]
+        live = sum(self._internal[b]["tokens"] for b, s in self.batches.items() if b != batch_id
+                   and s["model"] == model and s["status"] in ("in_progress", "finalizing", "cancelling"))
+        enqueued = live + self._internal[batch_id]["tokens"]
+        if limit is not None and enqueued > limit:
+            return {"code": "token_limit_exceeded", "param": None, "line": None, "message": (
+                f"Enqueued token limit reached for {model} in organization org-fake. Limit: {limit} enqueued "
+                "tokens. Please try submitting your batch again once your other batches have completed.")}
+        self.peak_enqueued = max(self.peak_enqueued, enqueued)
         return None
 
     def _process(self, batch_id: str, end: str, done_limit: int | None) -> None:
@@ -350,20 +375,21 @@ class FakeBatchAPI:
         if self.switches.shuffle:
             random.Random(batch_id).shuffle(out)
         batch.update(
-            status=end, output_file_id=self._result_file(out), error_file_id=self._result_file(err),
+            status=end, output_file_id=self._result_file(out, batch_id), error_file_id=self._result_file(err, batch_id),
             request_counts={"total": len(out) + len(err), "completed": len(out), "failed": len(err)},
             usage=_usage(tokens), **{f"{end}_at": now},
         )
 
-    def _result_file(self, lines: list[bytes]) -> str | None:
+    def _result_file(self, lines: list[bytes], batch_id: str) -> str | None:
         if not lines:
             return None
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         self.contents[file_id] = b"".join(lines)
+        now, keep = int(time.time()), self._internal[batch_id]["keep_output"]
         self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(self.contents[file_id]),
-                               "created_at": int(time.time()), "filename": "batch_output.jsonl",
-                               "purpose": "batch_output", "status": "processed", "expires_at": None,
-                               "status_details": None}
+                               "created_at": now, "filename": "batch_output.jsonl",
+                               "purpose": "batch_output", "status": "processed",
+                               "expires_at": now + keep if keep else None, "status_details": None}
         return file_id
 
     def _check_body(self, body: dict[str, Any]) -> tuple[list[str], int, str]:

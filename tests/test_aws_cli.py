@@ -7,8 +7,8 @@ import uuid
 
 from embedding_assets.cli import main as cli
 from embedding_assets.data.importer import dump_receipts
-from resources.receipt_store.dynamodb import dynamodb_client
-from tests.helpers import line, receipt
+from resources.receipt_store.dynamodb_table import dynamodb_client
+from tests.support import line, receipt
 
 
 def _cli(monkeypatch, capsys, env: dict[str, str], *argv: str) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ from embedding_assets.data.importer import ReceiptImportError, load_receipts
 from embedding_assets.domain.formatting import line_requests, visual_rows
 from embedding_assets.domain.models import Receipt, Status
 from tests.crashes import drive
-from tests.helpers import line
+from tests.support import fit, line
 
 
 def _odd_receipts() -> list[Receipt]:
@@ -41,7 +41,7 @@ def test_odd_receipts_are_embedded_or_marked_and_never_stop_the_run(runtime):
 
 
 def test_control_characters_are_dropped_from_the_input_not_sent():
-    built = line_requests(_odd_receipts()[0].lines, None, 8192)
+    built = line_requests(_odd_receipts()[0].lines, None, fit())
     assert all("\x00" not in r.input and "\u200b" not in r.input for r in built.requests)
     assert "TOTAL 9.99" in built.requests[0].input and "CAF\u00c9 \U0001f600" in built.requests[0].input
 
@@ -52,7 +52,7 @@ def test_zero_height_boxes_on_one_height_share_a_row():
 
 
 def test_a_thousands_of_lines_receipt_makes_one_request_per_row():
-    built = line_requests(_odd_receipts()[2].lines, None, 8192)
+    built = line_requests(_odd_receipts()[2].lines, None, fit())
     assert len(built.requests) == 3000
 
 

@@ -8,19 +8,20 @@ from embedding_assets.domain.formatting import ReceiptRequests, Request
 def receipt(n_requests: int, rid: int, text: str = "MILK 3.99") -> ReceiptRequests:
     out = ReceiptRequests("img", rid)
     for i in range(n_requests):
-        out.requests.append(Request(f"IMAGE#img#RECEIPT#{rid:05d}#LINE#{i:05d}", text, [f"k{rid}-{i}"], {"text": text}))
+        out.requests.append(Request(f"IMAGE#img#RECEIPT#{rid:05d}#LINE#{i:05d}", text, [f"k{rid}-{i}"], {"text": text},
+                                    tokens=4))
     return out
 
 
 def test_request_line_is_the_batch_api_shape_asking_for_base64():
-    line = orjson.loads(request_line(Request("id-1", "hello", ["id-1"], {}), "text-embedding-3-small", 512))
+    line = orjson.loads(request_line(Request("id-1", "hello", ["id-1"], {}, 1), "text-embedding-3-small", 512))
     assert line == {"custom_id": "id-1", "method": "POST", "url": "/v1/embeddings",
                     "body": {"model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64",
                              "dimensions": 512}}
-    assert "dimensions" not in orjson.loads(request_line(Request("i", "x", [], {}), "m", None))["body"]
+    assert "dimensions" not in orjson.loads(request_line(Request("i", "x", [], {}, 1), "m", None))["body"]
 
 
-@pytest.mark.parametrize("budget", [Budget(max_requests=10), Budget(max_bytes=2500), Budget(max_tokens=80)])
+@pytest.mark.parametrize("budget", [Budget(max_requests=10), Budget(max_bytes=2500), Budget(max_tokens=40)])
 def test_files_stay_within_each_budget_and_never_split_a_receipt(budget):
     receipts = [receipt(4, rid) for rid in range(1, 21)]
     oversized = []

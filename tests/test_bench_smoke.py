@@ -8,6 +8,9 @@ from pathlib import Path
 from tests.bench.run import main
 
 STAGES = (
+    "count tokens (cl100k_base), demo lines",
+    "count tokens (cl100k_base), demo words",
+    "queue cycles for 3,000 lines at tier 1",
     "seed store (put_receipts)",
     "find receipts (store.unembedded_receipts)",
     "read items (store.receipt_items + merchant_name)",
@@ -35,7 +38,7 @@ def test_bench_runs_every_stage_on_a_tiny_input(tmp_path: Path) -> None:
     out = io.StringIO()
     code = main(
         ["--lines", "300", "--dims", "64", "--out", str(tmp_path), "--compact-lines", "300",
-         "--float-results", "200", "--memory-sizes", "100,300"],
+         "--float-results", "200", "--memory-sizes", "100,300", "--token-lines", "3000"],
         out=out,
     )
     text = out.getvalue()

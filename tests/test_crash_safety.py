@@ -15,8 +15,8 @@ from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.wiring import Runtime
-from tests.conftest import base_env
 from tests.crashes import drive, kill_during
+from tests.support import base_env
 
 LEASE_SECONDS = 3
 

@@ -1,14 +1,14 @@
 from embedding_assets.domain.formatting import (
     EDGE,
     clean_text,
-    fit_to_tokens,
     item_keys_of_vector,
     line_requests,
     visual_rows,
     word_requests,
 )
 from embedding_assets.domain.models import Status
-from tests.helpers import line, word
+from embedding_assets.domain.tokens import cl100k
+from tests.support import fit, line, word
 
 
 def test_rows_group_by_vertical_centre_transitively_and_order_top_down_left_right():
@@ -32,7 +32,7 @@ def test_lines_far_apart_vertically_are_separate_rows():
 def test_line_request_per_row_with_context_and_edges():
     items = [line(0, "STORE", 0.3, 0.9), line(1, "MILK", 0.05, 0.8), line(2, "3.99", 0.8, 0.805),
              line(3, "TOTAL", 0.05, 0.7)]
-    built = line_requests(items, "Corner Market", 8192)
+    built = line_requests(items, "Corner Market", fit())
     assert [r.input for r in built.requests] == [
         f"{EDGE}\nSTORE\nMILK 3.99",
         "STORE\nMILK 3.99\nTOTAL",
@@ -49,14 +49,14 @@ def test_line_request_per_row_with_context_and_edges():
 def test_only_rows_with_unembedded_lines_are_sent_but_embedded_rows_stay_context():
     items = [line(0, "STORE", 0.3, 0.9, status=Status.SUCCESS), line(1, "MILK", 0.05, 0.8),
              line(2, "TOTAL", 0.05, 0.7, status=Status.SUCCESS)]
-    built = line_requests(items, None, 8192)
+    built = line_requests(items, None, fit())
     assert [r.input for r in built.requests] == ["STORE\nMILK\nTOTAL"]
     assert "merchant_name" not in built.requests[0].metadata
 
 
 def test_empty_and_noise_lines_are_never_sent_and_get_a_reason():
     items = [line(0, "  \u200b ", 0.3, 0.9), line(1, "MILK", 0.05, 0.8), line(2, "x", 0.05, 0.7, is_noise=True)]
-    built = line_requests(items, None, 8192)
+    built = line_requests(items, None, fit())
     assert [r.input for r in built.requests] == [f"{EDGE}\nMILK\n{EDGE}"]
     assert set(built.noise.values()) == {"empty text after cleaning", "marked is_noise"}
 
@@ -65,17 +65,23 @@ def test_clean_text_drops_control_and_zero_width_characters():
     assert clean_text("TO\u200bTAL\x00 \t 9.99\n") == "TOTAL 9.99"
 
 
-def test_long_input_is_cut_to_the_token_bound_and_counted():
-    built = line_requests([line(0, "é" * 10_000, 0.05, 0.5)], None, 100)
+def test_long_input_is_cut_to_the_token_bound_at_a_token_boundary_and_counted():
+    text = "TOTAL 12.99 café " * 2000
+    built = line_requests([line(0, text, 0.05, 0.5)], None, fit(100))
     request = built.requests[0]
-    assert request.truncated and len(request.input.encode()) <= 100
-    assert fit_to_tokens("short", 100) == ("short", False)
+    sent = f"{EDGE}\n{text.strip()}\n{EDGE}"
+    assert request.truncated and sent.startswith(request.input)
+    assert request.tokens == cl100k().count(request.input) == 100
+    # Far more than 100 bytes: the cut is in tokens, not bytes.
+    assert len(request.input.encode()) > 200
+    short = line_requests([line(0, "MILK 3.99", 0.05, 0.5)], None, fit(100)).requests[0]
+    assert not short.truncated and short.tokens == cl100k().count(short.input)
 
 
 def test_word_input_has_two_neighbours_each_side_on_the_visual_line():
     words = [word(0, i, t, 0.05 + 0.15 * i, 0.5) for i, t in enumerate(["ORGANIC", "WHOLE", "MILK", "1", "GAL"])]
     words.append(word(1, 0, "TOTAL", 0.05, 0.3))
-    built = word_requests(words, None, 8192)
+    built = word_requests(words, None, fit())
     inputs = {r.custom_id.rsplit("#", 1)[1]: r.input for r in built.requests if "#LINE#00000" in r.custom_id}
     assert inputs["00000"] == f"{EDGE} {EDGE} ORGANIC WHOLE MILK"
     assert inputs["00002"] == "ORGANIC WHOLE MILK 1 GAL"

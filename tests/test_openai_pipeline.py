@@ -26,46 +26,14 @@ from embedding_assets.steps.search import search
 from embedding_assets.wiring import Runtime
 from resources.vector_store.chroma import persistent_collection
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_tokens, fake_vector
+from tests.support import DIMS, KIND, make_runtime, openai_env, quiet, settle
 
-KIND = "lines"
-DIMS = 64
 PRICE = 0.01  # text-embedding-3-small, batch tier, USD per million tokens
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-def openai_env(tmp_path: Path, api: FakeBatchAPI, **extra: str) -> dict[str, str]:
-    return {
-        "DATA_DIR": str(tmp_path / "data"), "LOCK_DURATION_MINUTES": "1", "HEARTBEAT_INTERVAL_SECONDS": "2",
-        "EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.base_url,
-        "EMBEDDING_DIMENSIONS": str(DIMS), "OPENAI_MAX_RETRIES": "3", "OPENAI_TIMEOUT_SECONDS": "10", **extra,
-    }
-
-
-def make_runtime(tmp_path: Path, api: FakeBatchAPI, receipts: int = 2, **extra: str) -> Runtime:
-    runtime = Runtime.from_settings(Settings.from_env(openai_env(tmp_path, api, **extra)))
-    runtime.provider.backoff_seconds = 0.01
-    runtime.store.put_receipts(generate_receipts(receipts, seed=5))
-    return runtime
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, fake_api: FakeBatchAPI) -> Runtime:
     return make_runtime(tmp_path, fake_api)
-
-
-def settle(pipeline: Pipeline, store) -> None:
-    """Submit, poll and ingest until no batch is prepared or in flight."""
-    for _ in range(40):
-        pipeline.submit(KIND, quiet)
-        finished, _ = pipeline.poll(KIND, 100)
-        for record in finished:
-            pipeline.ingest(record.batch_id, quiet)
-        if not store.list_batches(KIND, [Stage.PREPARED, *PROVIDER_LIVE]):
-            return
-    raise AssertionError("batches never settled")
 
 
 def drive(runtime: Runtime, rounds: int = 5, pipeline: Pipeline | None = None) -> None:
@@ -248,13 +216,13 @@ def _input_file(runtime: Runtime, record, scratch: Path) -> Path:
 
 
 def test_enqueued_limit_holds_batches_and_a_refusal_sends_one_back_to_prepared(tmp_path, fake_api):
-    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="2600")
-    # Files of one receipt each (~1,200 estimated tokens): two fit in the limit at once.
+    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250")
+    # Files of one receipt each (500-600 tokens): two fit in the limit at once.
     pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
-                        budget=Budget(max_tokens=1300), settings=runtime.pipeline.settings)
+                        budget=Budget(max_tokens=650), settings=runtime.pipeline.settings)
     pipeline.prepare(KIND, 100_000, quiet)
     prepared = runtime.store.list_batches(KIND)
-    assert len(prepared) == 4 and all(r.estimated_tokens <= 1300 for r in prepared)
+    assert len(prepared) == 4 and all(r.estimated_tokens == _provider_tokens(runtime, r) for r in prepared)
 
     report = pipeline.submit(KIND, quiet)
     assert len(report.submitted) == 2 and report.held == [r.batch_id for r in prepared[2:]]

@@ -1,4 +1,7 @@
-"""The openai provider's own guarantees, its settings and its CLI commands, against the loopback Batch API."""
+"""The openai provider's own guarantees, its settings and its CLI commands, against the loopback Batch API.
+
+What every provider does is in tests/contracts/test_batch_provider.py.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from embedding_assets.domain.settings import ConfigError, Settings
 from resources.providers import openai_batch as openai_provider
 from resources.providers.openai_batch import DownloadFailed, OpenAIBatchProvider
 from tests.fake_batch_api import FakeBatchAPI, Fault, fake_vector
-from tests.test_openai_pipeline import KIND, make_runtime, openai_env, quiet, settle
+from tests.support import KIND, make_runtime, openai_env, quiet, settle
 
 
 def provider(api: FakeBatchAPI, **kw) -> OpenAIBatchProvider:
@@ -42,6 +45,8 @@ def request_file(path: Path, count: int = 3, dims: int = 8) -> Path:
     ({"OPENAI_MAX_RETRIES": "-1"}, "OPENAI_MAX_RETRIES"),
     ({"OPENAI_TIMEOUT_SECONDS": "soon"}, "OPENAI_TIMEOUT_SECONDS"),
     ({"ENQUEUED_TOKEN_LIMIT": "0"}, "ENQUEUED_TOKEN_LIMIT"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "0"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
+    ({"OUTPUT_EXPIRES_AFTER_HOURS": "721"}, "OUTPUT_EXPIRES_AFTER_HOURS"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small:0.01"}, "BATCH_PRICES_PER_MTOK"),
     ({"BATCH_PRICES_PER_MTOK": "text-embedding-3-small=nan"}, "BATCH_PRICES_PER_MTOK"),
 ])
@@ -130,15 +135,6 @@ def test_a_download_that_never_completes_fails_and_leaves_nothing_behind(fake_ap
     assert not dest.exists() and not list(dest.parent.iterdir())
     p.download(file_id, dest)
     assert dest.read_bytes() == (tmp_path / "in.jsonl").read_bytes()
-
-
-def test_cancel_of_a_finished_batch_returns_it_unchanged(fake_api, tmp_path):
-    p = provider(fake_api)
-    batch = p.create_batch(p.upload(request_file(tmp_path / "in.jsonl")), {"batch_id": "b"})
-    while batch.status not in ("completed", "failed"):
-        batch = p.retrieve(batch.id)
-    assert batch.status == "completed" and batch.prompt_tokens > 0 and batch.completed == 3
-    assert p.cancel(batch.id).status == "completed"
 
 
 def test_find_batches_pages_through_the_list_and_stops_at_since(fake_api, tmp_path):

@@ -24,11 +24,11 @@ from embedding_assets.steps.reembed import NothingToReembed
 from embedding_assets.steps.search import search
 from embedding_assets.steps.status import kind_status
 from embedding_assets.wiring import Runtime
-from resources.providers.local import MODEL as LOCAL_MODEL
+from resources.providers.local_model import MODEL as LOCAL_MODEL
 from resources.vector_store.chroma import persistent_collection
 from sensors.compaction import compaction_sensor
-from tests.conftest import BACKENDS, base_env
 from tests.crashes import drive, kill_during
+from tests.support import BACKENDS, base_env
 
 KIND = "lines"
 OLD, NEW = 256, 128

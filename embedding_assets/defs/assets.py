@@ -11,26 +11,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
-    AssetSelection,
     Config,
-    DefaultScheduleStatus,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     ScheduleDefinition,
     asset,
-    asset_check,
-    define_asset_job,
 )
 
-from embedding_assets.domain.models import Stage
-from embedding_assets.steps.consistency import snapshot_agreement
-from embedding_assets.steps.status import reaped_batches, stuck_batches
+from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
+from embedding_assets.defs.jobs import kind_jobs
+from embedding_assets.steps.consistency import sampled_agreement
+from embedding_assets.steps.estimate import backlog
 from resources.deployment import EmbeddingResource
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
@@ -56,7 +52,7 @@ class KindDefinitions:
     assets: list
     checks: list
     jobs: "dict[str, UnresolvedAssetJobDefinition]"
-    schedule: ScheduleDefinition
+    schedules: list[ScheduleDefinition]
     partitions: DynamicPartitionsDefinition
 
     @property
@@ -90,7 +86,10 @@ def build_kind(kind: str) -> KindDefinitions:
         started = time.monotonic()
         runtime = embedding.open()
         report = runtime.pipeline.prepare(kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info)
+        waiting = backlog(runtime.pipeline, kind)
         return MaterializeResult(metadata={
+            "backlog": waiting.describe(), "backlog_items": waiting.items, "backlog_tokens": waiting.tokens,
+            "backlog_usd": waiting.cost_usd,
             "receipts": report.receipts, "items": report.items, "requests": report.requests,
             "batches": len(report.batches), "noise": report.noise, "truncated": report.truncated,
             "lost_claims": report.lost_claims, "oversized_receipts": report.oversized_receipts,
@@ -128,72 +127,24 @@ def build_kind(kind: str) -> KindDefinitions:
         })
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",
+           check_specs=[AssetCheckSpec(COMPACTION_CHECK, asset=key("chroma_snapshot"), description=(
+               "Every item this compaction touched is SUCCESS exactly when a vector stands for it, and a random "
+               "sample of vectors stands for SUCCESS items (the full comparison is `vectors_match_store`)."))],
            description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.", **common)
     def chroma_snapshot(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
         report = runtime.compactor(kind).run(context.log.info)
-        return MaterializeResult(metadata={
+        agreement = sampled_agreement(runtime.store, runtime.vectors(kind), report.touched)
+        return MaterializeResult(check_results=[agreement_result(COMPACTION_CHECK, agreement)], metadata={
             "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
             "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
-            "removed": report.removed, "published": report.published, "pruned_versions": len(report.pruned),
+            "removed": report.removed, "changes_read": report.changes_read, "full_scan": report.full_scan,
+            "published": report.published, "pruned_versions": len(report.pruned),
             "line": report.line, "reembed_switched": report.switched, "superseded_deltas": report.superseded,
             "model": runtime.provider.model, "seconds": round(report.seconds, 3),
         })
 
-    @asset_check(asset=chroma_snapshot, name="success_matches_snapshot",
-                 description="Every SUCCESS item is in the latest snapshot, and every vector there is a SUCCESS item.")
-    def success_matches_snapshot(embedding: EmbeddingResource) -> AssetCheckResult:
-        runtime = embedding.open()
-        agreement = snapshot_agreement(runtime.store, runtime.vectors(kind))
-        return AssetCheckResult(passed=agreement.ok, severity=AssetCheckSeverity.ERROR, metadata={
-            "success_items": agreement.success, "items_in_snapshot": agreement.in_snapshot,
-            "success_missing_from_snapshot": agreement.missing_count,
-            "vectors_for_no_success_item": agreement.extra_count, "awaiting_reembed": agreement.awaiting_reembed,
-            "sample_missing": MetadataValue.json(agreement.missing_sample),
-            "sample_extra": MetadataValue.json(agreement.extra_sample),
-        })
-
-    @asset_check(asset=submitted_batches, name="no_pending_without_batch",
-                 description="No item is PENDING unless a live batch record owns it.")
-    def no_pending_without_batch(embedding: EmbeddingResource) -> AssetCheckResult:
-        stranded = embedding.open().store.pending_without_live_batch(kind)
-        return AssetCheckResult(passed=not stranded, severity=AssetCheckSeverity.WARN, metadata={
-            "stranded_items": len(stranded),
-            "batches": MetadataValue.json(sorted({b or "(none)" for _, b in stranded})[:20]),
-            "sample": MetadataValue.json([k for k, _ in stranded[:10]]),
-        })
-
-    @asset_check(asset=submitted_batches, name="no_stuck_batches",
-                 description="No batch in flight is stuck; names those that are, and the batches reaped lately.")
-    def no_stuck_batches(embedding: EmbeddingResource) -> AssetCheckResult:
-        batches = embedding.open().store.list_batches(kind)
-        stuck, reaped = stuck_batches(batches), reaped_batches(batches)
-        return AssetCheckResult(passed=not stuck, severity=AssetCheckSeverity.WARN, metadata={
-            "stuck_batches": len(stuck), "stuck": MetadataValue.json(stuck),
-            "reaped_batches": sum(b.stage == Stage.REAPED for b in batches),
-            "recently_reaped": MetadataValue.json(reaped),
-        })
-
-    jobs = {
-        "create_batches": define_asset_job(
-            f"{kind}_create_batches", selection=AssetSelection.assets(key("unembedded"), key("submitted_batches")),
-            description=f"Find, claim and format unembedded {kind}; submit them as batches.",
-        ),
-        "ingest_delta": define_asset_job(
-            f"{kind}_ingest_delta", selection=AssetSelection.assets(key("embedding_deltas")), partitions_def=partitions,
-            description="Turn one finished batch (the partition) into a delta.",
-        ),
-        "compaction": define_asset_job(
-            f"{kind}_compaction", selection=AssetSelection.assets(key("chroma_snapshot")),
-            description="Merge waiting deltas into a new snapshot version.",
-        ),
-    }
-    schedule = ScheduleDefinition(
-        name=f"{kind}_create_batches_schedule", job=jobs["create_batches"], cron_schedule="0 * * * *",
-        default_status=DefaultScheduleStatus.STOPPED,
-        description="Hourly batch creation; off by default so that nothing is sent (or paid for) until you turn it on.",
-    )
-    return KindDefinitions(
-        kind, [unembedded, submitted_batches, embedding_deltas, chroma_snapshot],
-        [success_matches_snapshot, no_pending_without_batch, no_stuck_batches], jobs, schedule, partitions,
-    )
+    assets = [unembedded, submitted_batches, embedding_deltas, chroma_snapshot]
+    checks = kind_checks(kind, submitted_batches, chroma_snapshot)
+    jobs, schedules = kind_jobs(kind, partitions, checks)
+    return KindDefinitions(kind, assets, checks, jobs, schedules, partitions)

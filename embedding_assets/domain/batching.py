@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from embedding_assets.domain.formatting import ReceiptRequests, Request, estimate_tokens
+from embedding_assets.domain.formatting import ReceiptRequests, Request
 
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -73,14 +73,14 @@ def plan_files(
             continue
         lines = [request_line(r, model, dimensions) for r in receipt.requests]
         size = sum(len(line) for line in lines)
-        tokens = sum(estimate_tokens(r.input) for r in receipt.requests)
+        tokens = sum(r.tokens for r in receipt.requests)
         if (
             len(lines) > budget.max_requests
             or size > budget.max_bytes
             or (budget.max_tokens is not None and tokens > budget.max_tokens)
         ):
             oversized.append(
-                (receipt, f"receipt needs {len(lines)} requests, {size} bytes, ~{tokens} tokens: over {budget}")
+                (receipt, f"receipt needs {len(lines)} requests, {size} bytes, {tokens} tokens: over {budget}")
             )
             continue
         fits = (
@@ -97,3 +97,18 @@ def plan_files(
         current.tokens += tokens
     if current.lines:
         yield current
+
+
+def queue_cycles(file_tokens: Iterable[int], limit: int | None) -> int:
+    """How many times the provider's queue must fill and drain to take these files, sent strictly in order.
+
+    A cycle sends files while their tokens fit in the enqueued-token limit
+    and then waits for them all to finish, as `submit` holds the rest back.
+    No limit means one cycle; no file means none.
+    """
+    cycles, queued = 0, 0
+    for tokens in file_tokens:
+        if cycles == 0 or (limit is not None and queued + tokens > limit):
+            cycles, queued = cycles + 1, 0
+        queued += tokens
+    return cycles

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from embedding_assets.domain.models import Item, Status, line_key
+from embedding_assets.domain.tokens import Fitted
 
 EDGE = "<EDGE>"
 _SPACES = re.compile(r"\s+")
+# An input as sent: cut to the provider's per-input limit in its own tokens, and counted.
+Fit = Callable[[str], Fitted]
 
 
 @dataclass
 class Request:
-    """One embedding request: its id, input, the items that follow its outcome, and vector metadata."""
+    """One embedding request: id, input and its exact tokens, the items that follow its outcome, vector metadata."""
 
     custom_id: str
     input: str
     item_keys: list[str]
     metadata: dict[str, Any]
+    tokens: int
     truncated: bool = False
 
 
@@ -59,23 +63,6 @@ def noise_reason(item: Item) -> str | None:
     if not clean_text(item.text):
         return "empty text after cleaning"
     return None
-
-
-def estimate_tokens(text: str) -> int:
-    """An upper bound on tokens that needs no tokenizer download.
-
-    BPE tokenizers emit at most one token per UTF-8 byte, so the byte count
-    can never under-estimate; receipt text is short, so the slack is cheap.
-    """
-    return len(text.encode("utf-8"))
-
-
-def fit_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
-    """Cut `text` so that its token bound fits, never splitting a character."""
-    data = text.encode("utf-8")
-    if len(data) <= max_tokens:
-        return text, False
-    return data[:max_tokens].decode("utf-8", errors="ignore"), True
 
 
 def visual_rows(items: Sequence[Item]) -> list[list[Item]]:
@@ -145,7 +132,7 @@ def _split_noise(items: Sequence[Item]) -> tuple[ReceiptRequests, list[Item]]:
     return out, live
 
 
-def line_requests(lines: Sequence[Item], merchant_name: str | None, max_tokens: int) -> ReceiptRequests:
+def line_requests(lines: Sequence[Item], merchant_name: str | None, fit: Fit) -> ReceiptRequests:
     """One request per visual row that holds an unembedded line.
 
     The request carries the row's leftmost line id; every unembedded line of
@@ -160,18 +147,18 @@ def line_requests(lines: Sequence[Item], merchant_name: str | None, max_tokens: 
             continue
         above = texts[index - 1] if index > 0 else EDGE
         below = texts[index + 1] if index + 1 < len(rows) else EDGE
-        text, truncated = fit_to_tokens(f"{above}\n{texts[index]}\n{below}", max_tokens)
+        sent = fit(f"{above}\n{texts[index]}\n{below}")
         leftmost = row[0]
         meta = _base_metadata(leftmost, merchant_name)
         meta.update(_union_box(row))
         meta["text"] = texts[index]
         meta["confidence"] = min(it.confidence for it in row)
         meta["row_line_ids"] = ",".join(str(it.line_id) for it in row)
-        out.requests.append(Request(leftmost.key, text, todo, meta, truncated))
+        out.requests.append(Request(leftmost.key, sent.text, todo, meta, sent.tokens, sent.truncated))
     return out
 
 
-def word_requests(words: Sequence[Item], merchant_name: str | None, max_tokens: int) -> ReceiptRequests:
+def word_requests(words: Sequence[Item], merchant_name: str | None, fit: Fit) -> ReceiptRequests:
     """One request per unembedded word: `l2 l1 WORD r1 r2` along its visual line."""
     out, live = _split_noise(words)
     for row in visual_rows(live):
@@ -181,11 +168,11 @@ def word_requests(words: Sequence[Item], merchant_name: str | None, max_tokens: 
                 continue
             left = [texts[i] if i >= 0 else EDGE for i in (index - 2, index - 1)]
             right = [texts[i] if i < len(row) else EDGE for i in (index + 1, index + 2)]
-            text, truncated = fit_to_tokens(" ".join([*left, texts[index], *right]), max_tokens)
+            sent = fit(" ".join([*left, texts[index], *right]))
             meta = _base_metadata(word, merchant_name)
             meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence)
             meta.update(x=word.box.x, y=word.box.y, width=word.box.width, height=word.box.height)
-            out.requests.append(Request(word.key, text, [word.key], meta, truncated))
+            out.requests.append(Request(word.key, sent.text, [word.key], meta, sent.tokens, sent.truncated))
     return out
 
 

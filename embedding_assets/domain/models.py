@@ -51,6 +51,7 @@ PROVIDER_LIVE = frozenset({Stage.SUBMITTED, Stage.VALIDATING, Stage.IN_PROGRESS,
 PROVIDER_TERMINAL = frozenset({Stage.COMPLETED, Stage.FAILED, Stage.EXPIRED, Stage.CANCELLED})
 # The same, as the status strings a provider reports.
 PROVIDER_TERMINAL_STATUSES = frozenset(stage.value for stage in PROVIDER_TERMINAL)
+PROVIDER_LIVE_STATUSES = frozenset(stage.value for stage in PROVIDER_LIVE - {Stage.SUBMITTED})
 # Stages in which a batch still owns its PENDING items.
 OWNS_ITEMS = frozenset({Stage.PREPARED}) | PROVIDER_LIVE | PROVIDER_TERMINAL | {Stage.DELTA_READY}
 

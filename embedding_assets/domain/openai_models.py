@@ -17,14 +17,17 @@ NATIVE_DIMENSIONS: dict[str, int] = {
 # ada-002 has one size and rejects a `dimensions` parameter, even its own.
 FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
 
-# The batch queue limit of usage tier 1, the lowest: no account is refused at
-# this level. Pipeline estimates over-count tokens, so the real queue holds less.
+# The batch queue limit of usage tier 1, the lowest: no account is refused at this level.
 DEFAULT_ENQUEUED_TOKENS: dict[str, int] = {
     "text-embedding-3-small": 3_000_000,
     "text-embedding-3-large": 3_000_000,
     "text-embedding-ada-002": 3_000_000,
 }
 FALLBACK_ENQUEUED_TOKENS = 3_000_000
+
+# How long output and error files are kept after they are written (the API takes 1 hour to 30 days).
+DEFAULT_OUTPUT_EXPIRES_AFTER_SECONDS = 7 * 24 * 3600
+OUTPUT_EXPIRES_AFTER_RANGE = (3600, 30 * 24 * 3600)
 
 
 def resolve_dimensions(model: str, dimensions: int | None) -> int:
@@ -50,3 +53,10 @@ def request_dimensions(model: str, dimensions: int) -> int | None:
 
 def enqueued_token_limit(model: str, configured: int | None) -> int:
     return configured or DEFAULT_ENQUEUED_TOKENS.get(model, FALLBACK_ENQUEUED_TOKENS)
+
+
+def check_output_expiry(seconds: int) -> int:
+    low, high = OUTPUT_EXPIRES_AFTER_RANGE
+    if not low <= seconds <= high:
+        raise ValueError(f"output files can be kept {low} to {high} seconds, not {seconds}")
+    return seconds

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedding_assets.domain.models import BatchRecord, Item, Receipt, Stage
+from embedding_assets.domain.tokens import Tokenizer
 from embedding_assets.domain.vectors import Pointer, Staged
 
 
@@ -66,6 +67,21 @@ class ReceiptStore(Protocol):
         """Replace an item's text and send it back to NONE; False when the item does not exist."""
 
     def status_counts(self, kind: str) -> dict[str, int]: ...
+
+    def items_by_key(self, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        """The items these keys name, whatever their status; keys naming no item are left out."""
+
+    def vector_changes(self, kind: str, after: str) -> tuple[list[str], str]:
+        """Keys of items deleted, given new text or sent back from SUCCESS after cursor `after` ("" for the
+        start), oldest first, and the cursor past the last of them (`after` itself when there are none).
+
+        Each change is recorded with the change itself (same transaction or
+        conditional write), so a compaction that reads the feed sees every
+        change our own writers made, at a cost that follows the changes.
+        """
+
+    def changes_head(self, kind: str) -> str:
+        """The cursor past the newest change so far ("" when there is none)."""
 
     def items_with_status(self, kind: str, status: str) -> Iterator[Item]: ...
 
@@ -149,6 +165,7 @@ class ProviderBatch:
     finalizing_at: int | None = None
     prompt_tokens: int = 0
     queue_full: bool = False
+    model: str | None = None
 
 
 class BatchNotFound(LookupError):
@@ -167,8 +184,9 @@ class BatchProvider(Protocol):
 
     `request_dimensions` is what request bodies name as `dimensions`: None
     where the model's size is fixed or native (some models reject the
-    parameter). `enqueued_token_limit` bounds the estimated tokens of batches
-    in flight at once for the model; None means no bound.
+    parameter). `enqueued_token_limit` bounds the tokens of batches in flight
+    at once for the model; None means no bound. `tokenizer` counts as the
+    model does, so budgets, cuts and estimates are in the tokens it bills.
     """
 
     @property
@@ -188,6 +206,9 @@ class BatchProvider(Protocol):
 
     @property
     def enqueued_token_limit(self) -> int | None: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def upload(self, path: Path) -> str: ...
 
@@ -317,7 +338,8 @@ class VectorLine(Protocol):
 
     def stage(self, version: int) -> Staged: ...
 
-    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None) -> Pointer:
+    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
+             changes_cursor: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
 
     def mark_clean(self, version: int) -> None: ...

@@ -49,6 +49,7 @@ class Settings:
     openai_max_retries: int = 5
     openai_timeout_seconds: float = 600.0
     enqueued_token_limit: int | None = None
+    output_expires_after_hours: int = 168
     reap_after_hours: float = 48.0
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
     sensor_interval_seconds: int = 60
@@ -113,6 +114,7 @@ class Settings:
             openai_max_retries=reader.integer("OPENAI_MAX_RETRIES", 5, minimum=0, maximum=50),
             openai_timeout_seconds=reader.number("OPENAI_TIMEOUT_SECONDS", 600.0, minimum=1.0),
             enqueued_token_limit=reader.integer("ENQUEUED_TOKEN_LIMIT", None, minimum=1),
+            output_expires_after_hours=reader.integer("OUTPUT_EXPIRES_AFTER_HOURS", 168, minimum=1, maximum=720),
             reap_after_hours=reader.number("REAP_AFTER_HOURS", 48.0, minimum=0.01),
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
             sensor_interval_seconds=reader.integer("SENSOR_INTERVAL_SECONDS", 60, minimum=1),

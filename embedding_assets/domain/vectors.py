@@ -41,6 +41,8 @@ class Pointer:
     created_at: str
     model: str | None = None
     dimensions: int | None = None
+    # How far the store's change feed has been applied to this version; None before the feed existed.
+    changes_cursor: str | None = None
 
     @property
     def published(self) -> bool:

@@ -11,6 +11,12 @@ Chroma `add` of new ids is ~8x faster than `upsert` of existing ones, so each
 chunk is split: new ids are added, ids holding another batch's vector are
 upserted, ids already holding this batch's vector are skipped.
 
+Stale vectors (their items deleted, re-texted or sent back) are found from
+the store's change feed since the cursor the pointer records, and from the
+merged vectors whose items changed while their batch was out (see `stale`);
+so the work follows the deltas and the changes, not the collection. The new
+pointer records how far the feed was applied.
+
 During a re-embed (see `rebuild`) the same steps write to the NEXT line, and
 after marking, the compactor switches search over once NEXT holds everything.
 A delta embedded with another model than the configured one (in flight when
@@ -23,7 +29,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from embedding_assets.domain.deltas import read_delta, verify_delta
@@ -31,8 +37,12 @@ from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import BatchRecord, Stage, Status
 from embedding_assets.domain.ports import ObjectStore, ReceiptStore, VectorCollection, VectorLine
-from embedding_assets.domain.vectors import NEXT, SERVING, iter_metadatas
+from embedding_assets.domain.vectors import NEXT, SERVING, Pointer
 from embedding_assets.steps.reembed import compaction_target, switch_if_complete
+from embedding_assets.steps.stale import delete_vectors, stale_by_scan, stale_from_changes
+
+# (vector id, the item keys it stands for), per merged delta
+Merged = list[tuple[str, list[str]]]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,8 @@ class CompactionReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    changes_read: int = 0
+    full_scan: bool = False
     items_marked: int = 0
     version: int | None = None
     vectors: int = 0
@@ -53,6 +65,8 @@ class CompactionReport:
     switched: bool = False
     superseded: int = 0
     pruned: list[str] = field(default_factory=list)
+    # Item keys this compaction marked or whose vectors it removed: what the asset check verifies first.
+    touched: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -86,28 +100,35 @@ class Compactor:
             report.line = target.line
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
-            embedded: dict[str, list[str]] = {}
+            merged: dict[str, Merged] = {}
             with target.writable(self.model, self.dimensions) as (collection, pointer):
                 for record in records:
-                    embedded[record.batch_id] = self._apply(collection, record, report, lease)
+                    merged[record.batch_id] = self._apply(collection, record, report, lease)
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
-                report.removed = self._remove_stale(collection, self._still_owned(embedded))
+                owned = self._still_owned(merged)
+                stale, cursor = self._stale(collection, pointer, merged, owned, report)
+                report.removed = delete_vectors(collection, stale, self.chunk_size)
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
             if report.added or report.updated or report.removed or (unpublished and records):
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
-                pointer = target.swap(staged, vectors, self.model, self.dimensions)
+                pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor)
                 report.published = True
                 progress(f"{self.kind}: published {_line_name(target)} snapshot v{staged.version} "
                          f"({vectors} vectors, {report.removed} removed)")
+            elif pointer is not None and pointer.published and cursor != pointer.changes_cursor:
+                lease.check()  # the changes read touched no vector: the same version has now applied them
+                pointer = target.write_pointer(replace(pointer, changes_cursor=cursor))
             if pointer is None or not pointer.published:
                 report.seconds = time.monotonic() - started
                 return report
             target.mark_clean(pointer.version)
             report.version, report.vectors = pointer.version, pointer.vectors
             for record in records:
-                report.items_marked += self.store.mark_success(self.kind, embedded[record.batch_id], record.batch_id)
+                keys = [key for _, item_keys in merged[record.batch_id] for key in item_keys]
+                report.items_marked += self.store.mark_success(self.kind, keys, record.batch_id)
+                report.touched.extend(keys)
                 self.store.update_batch(record.batch_id, stage=Stage.COMPACTED)
                 if self.delete_processed_deltas and record.delta_key:
                     self.objects.delete(record.delta_key)
@@ -122,35 +143,42 @@ class Compactor:
         report.seconds = time.monotonic() - started
         return report
 
-    def _still_owned(self, embedded: dict[str, list[str]]) -> set[str]:
-        """Keys about to be marked: those still PENDING for the batch whose delta was merged.
+    def _still_owned(self, merged: dict[str, Merged]) -> set[str]:
+        """Merged keys whose vectors stay: still PENDING for the batch whose delta was merged (about to be
+        marked), or SUCCESS already (the same delta merged again after a crash before its marking finished).
 
         An item whose text changed while its batch was out is NONE again; its
         fresh vector is for the old text, so it must go with the stale ones
         rather than sit in the snapshot beside a non-SUCCESS item.
         """
-        owner = {item.key: item.batch_id for item in self.store.items_with_status(self.kind, Status.PENDING.value)}
-        return {key for batch_id, keys in embedded.items() for key in keys if owner.get(key) == batch_id}
+        wanted = {key: batch_id for batch_id, rows in merged.items() for _, keys in rows for key in keys}
+        items = self.store.items_by_key(self.kind, sorted(wanted))
+        return {key for key, item in items.items()
+                if item.status == Status.SUCCESS or (item.status == Status.PENDING and item.batch_id == wanted[key])}
 
-    def _remove_stale(self, collection: VectorCollection, being_marked: set[str]) -> int:
-        """Delete vectors that stand for no embedded item any more (deleted, or text changed and not yet re-embedded).
-
-        Scans the whole collection against the store's SUCCESS items, so a
-        deletion made by any writer of the store is noticed, not only ours.
-        """
-        keep = being_marked | {item.key for item in self.store.items_with_status(self.kind, Status.SUCCESS.value)}
-        stale = [vid for vid, meta in iter_metadatas(collection)
-                 if not any(key in keep for key in item_keys_of_vector(vid, meta or {}))]
-        for start in range(0, len(stale), self.chunk_size):
-            collection.delete(ids=stale[start:start + self.chunk_size])
-        return len(stale)
+    def _stale(self, collection: VectorCollection, pointer: Pointer | None, merged: dict[str, Merged],
+               owned: set[str], report: CompactionReport) -> tuple[list[str], str]:
+        """(vector ids to delete, the change-feed cursor the new version will have applied)."""
+        stale = {vid for rows in merged.values() for vid, keys in rows if not any(key in owned for key in keys)}
+        if pointer is None or not pointer.published:
+            return sorted(stale), self.store.changes_head(self.kind)  # nothing published can be stale
+        if pointer.changes_cursor is None:  # published before the feed existed: one full scan
+            cursor = self.store.changes_head(self.kind)
+            stale.update(stale_by_scan(self.store, self.kind, collection, owned))
+            report.full_scan = True
+        else:
+            found, cursor, report.changes_read = stale_from_changes(
+                self.store, self.kind, collection, owned, pointer.changes_cursor)
+            stale.update(found)
+        report.touched.extend(sorted(stale))
+        return sorted(stale), cursor
 
     def _apply(self, collection: VectorCollection, record: BatchRecord, report: CompactionReport,
-               lease: Lease) -> list[str]:
-        """Merge one delta; returns the item keys its vectors stand for."""
+               lease: Lease) -> Merged:
+        """Merge one delta; returns its vectors with the item keys each stands for."""
         if not record.delta_key:
             return []
-        keys: list[str] = []
+        merged: Merged = []
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             path = Path(tmp) / "delta.parquet"
@@ -178,9 +206,9 @@ class Compactor:
                 report.added += len(new)
                 report.updated += len(changed)
                 report.unchanged += len(chunk.ids) - len(new) - len(changed)
-                for vector_id, meta in zip(chunk.ids, chunk.metadatas):
-                    keys.extend(item_keys_of_vector(vector_id, meta))
-        return keys
+                merged.extend((vector_id, item_keys_of_vector(vector_id, meta))
+                              for vector_id, meta in zip(chunk.ids, chunk.metadatas))
+        return merged
 
     def _foreign_model(self, path: Path) -> str | None:
         """What the delta was embedded with, when that is not the configured model and size; else None."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from embedding_assets.domain.batching import MAX_REQUESTS_PER_FILE, Budget
 from embedding_assets.domain.lease import Lease
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore
+from embedding_assets.domain.tokens import Fitted
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class StepParts:
     @property
     def max_attempts(self) -> int:
         return self.settings.max_attempts
+
+    def fit_input(self, text: str) -> Fitted:
+        """An input cut to the provider's per-input limit and counted, both in the model's own tokens."""
+        return self.provider.tokenizer.fit(text, self.provider.max_input_tokens)
 
     def lease(self, name: str) -> Lease:
         return Lease(self.store, name, self.settings.lock_ttl_seconds, self.settings.heartbeat_seconds)

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from embedding_assets.domain.batching import PlannedFile, plan_files
-from embedding_assets.domain.formatting import ReceiptRequests, estimate_tokens, line_requests, word_requests
-from embedding_assets.domain.models import BatchRecord, Stage, batch_keys, receipt_key
+from embedding_assets.domain.formatting import ReceiptRequests, line_requests, word_requests
+from embedding_assets.domain.models import BatchRecord, Item, Stage, batch_keys, receipt_key
 from embedding_assets.domain.stamps import utc_now
 from embedding_assets.steps.parts import Progress, StepParts
 
@@ -39,8 +39,12 @@ class PrepareReport:
 
 
 def new_batch_id(kind: str) -> str:
-    """Sortable by creation time, unique across processes, free of '#'."""
-    return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    """Sortable by creation time, unique across processes, free of '#'.
+
+    To the microsecond: one prepare writes many files within a second, and
+    submit sends them oldest first, in the order they were planned.
+    """
+    return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
 
 
 def prepare(parts: StepParts, kind: str, max_items: int, progress: Progress) -> PrepareReport:
@@ -79,8 +83,13 @@ def release_orphans(parts: StepParts, kind: str) -> int:
     return released
 
 
-def _receipt_requests(parts: StepParts, kind: str, max_items: int, report: PrepareReport) -> Iterator[ReceiptRequests]:
+def receipt_requests(parts: StepParts, kind: str, items: list[Item], merchant_name: str | None) -> ReceiptRequests:
+    """What one receipt's unembedded items would send; `estimate` asks the same, so it counts what is sent."""
     build = line_requests if kind == "lines" else word_requests
+    return build(items, merchant_name, parts.fit_input)
+
+
+def _receipt_requests(parts: StepParts, kind: str, max_items: int, report: PrepareReport) -> Iterator[ReceiptRequests]:
     store = parts.store
     after: str | None = None
     while report.items < max_items:
@@ -89,7 +98,7 @@ def _receipt_requests(parts: StepParts, kind: str, max_items: int, report: Prepa
             return
         for image_id, receipt_id in page:
             items = store.receipt_items(kind, image_id, receipt_id)
-            built = build(items, store.merchant_name(image_id, receipt_id), parts.provider.max_input_tokens)
+            built = receipt_requests(parts, kind, items, store.merchant_name(image_id, receipt_id))
             if built.noise:
                 report.noise += store.mark_noise(kind, built.noise)
             report.receipts += 1
@@ -118,7 +127,7 @@ def _write_batch(parts: StepParts, kind: str, planned: PlannedFile, report: Prep
             keys = [k for k in request.item_keys if k in won]
             if keys:
                 kept = True
-                tokens += estimate_tokens(request.input)
+                tokens += request.tokens
                 requests.append((line, {"custom_id": request.custom_id, "item_keys": keys,
                                         "document": request.metadata["text"], "metadata": request.metadata}))
         if kept:

@@ -2,20 +2,35 @@
 
 It reconciles with the provider by our batch id in the batch metadata before
 creating anything, so a record never has two live provider batches. Batches
-that would push the estimated tokens in flight (all kinds, one model) past
-the provider's enqueued-token limit stay PREPARED, oldest first, for a later
-submit; so does a batch the provider refuses for that limit. Concurrent
-submits of two kinds can still overshoot together; the provider's refusal
-then sends the batch back to PREPARED, not to failure.
+that would push the tokens in flight past the provider's enqueued-token
+limit stay PREPARED, oldest first, for a later submit; so does a batch the
+provider refuses for that limit. Concurrent submits of two kinds can still
+overshoot together; the provider's refusal then sends the batch back to
+PREPARED, not to failure, and costs its items no attempt.
+
+What is in flight comes from the provider's own batch list: a batch that
+finished there frees its tokens before our poll has seen it, and a batch
+of the same model that is not ours (another deployment) holds its tokens
+too. Our batches count at their exact tokens from our records; another
+one at the usage the provider reports for it (often none while it runs,
+which leaves that case to the refusal above).
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from embedding_assets.domain.lease import Lease, LeaseHeld
-from embedding_assets.domain.models import KINDS, PROVIDER_LIVE, PROVIDER_TERMINAL_STATUSES, BatchRecord, Stage
+from embedding_assets.domain.models import (
+    KINDS,
+    PROVIDER_LIVE,
+    PROVIDER_LIVE_STATUSES,
+    PROVIDER_TERMINAL_STATUSES,
+    BatchRecord,
+    Stage,
+)
 from embedding_assets.domain.ports import EnqueuedLimitReached, ProviderBatch
 from embedding_assets.domain.stamps import epoch, utc_now
 from embedding_assets.steps.parts import Progress, StepParts
@@ -69,14 +84,14 @@ def _submit_all(parts: StepParts, kind: str, lease: Lease, progress: Progress) -
 
 
 def _within_enqueued_limit(parts: StepParts, prepared: list[BatchRecord]) -> list[BatchRecord]:
-    """The oldest PREPARED batches whose estimated tokens fit beside those already in flight.
+    """The oldest PREPARED batches whose tokens fit beside those already in flight.
 
     Strictly in order, so a large old batch is never starved by small new ones.
     """
     limit = parts.provider.enqueued_token_limit
     if limit is None:
         return prepared
-    enqueued = sum(r.estimated_tokens for kind in KINDS for r in parts.store.list_batches(kind, PROVIDER_LIVE))
+    enqueued = in_flight_tokens(parts)
     sendable = []
     for record in prepared:
         if enqueued + record.estimated_tokens > limit:
@@ -84,6 +99,23 @@ def _within_enqueued_limit(parts: StepParts, prepared: list[BatchRecord]) -> lis
         enqueued += record.estimated_tokens
         sendable.append(record)
     return sendable
+
+
+def in_flight_tokens(parts: StepParts) -> int:
+    """Tokens the provider holds in its queue for our model now, by its own list of live batches."""
+    provider = parts.provider
+    # PREPARED too: a submit that crashed after creating the batch left it there.
+    ours = {r.batch_id: r for kind in KINDS for r in parts.store.list_batches(kind, [*PROVIDER_LIVE, Stage.PREPARED])}
+    # A live batch is younger than the reaper's age: older ones are cancelled.
+    since = time.time() - parts.settings.reap_after_seconds - _CLOCK_SKEW_SECONDS
+    tokens = 0
+    for batch in provider.find_batches({}, since=since):
+        model = batch.model or batch.metadata.get("model") or provider.model
+        if batch.status not in PROVIDER_LIVE_STATUSES or model != provider.model:
+            continue  # the limit is per model
+        record = ours.get(batch.metadata.get("batch_id", ""))
+        tokens += record.estimated_tokens if record is not None else batch.prompt_tokens
+    return tokens
 
 
 def _submit_one(parts: StepParts, record: BatchRecord, lease: Lease) -> tuple[str, str]:

@@ -70,9 +70,7 @@ class LocalObjectStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix`, sorted; only the directory the prefix names is walked."""
-        check_key_chars(prefix)
-        if prefix.startswith("/"):
-            raise ValueError(f"object key prefix {prefix!r} must be relative")
+        check_prefix(prefix)
         folder, _, _ = prefix.rpartition("/")
         base = self._path(folder) if folder else self.root
         keys = []
@@ -120,6 +118,16 @@ def check_key(key: str) -> None:
             raise ValueError(f"object key {key!r} has an empty, '.' or '..' segment")
         if segment.startswith(TEMP_PREFIX):
             raise ValueError(f"object key {key!r} uses the reserved prefix {TEMP_PREFIX!r}")
+
+
+def check_prefix(prefix: str) -> None:
+    """A listing prefix: relative, and its folder part (up to the last '/') a key that could exist."""
+    check_key_chars(prefix)
+    if prefix.startswith("/"):
+        raise ValueError(f"object key prefix {prefix!r} must be relative")
+    folder, _, _ = prefix.rpartition("/")
+    if folder:
+        check_key(folder)
 
 
 def atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:

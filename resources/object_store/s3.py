@@ -30,7 +30,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from embedding_assets.domain.ports import ObjectNotFound
-from resources.object_store.local import TEMP_PREFIX, check_key, check_key_chars
+from resources.object_store.local import TEMP_PREFIX, check_key, check_prefix
 
 REQUESTS_PREFIX = "batches/"
 # Keys per list call (S3's maximum).
@@ -132,9 +132,7 @@ class S3ObjectStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix`, sorted; a prefix that both buckets could hold lists both, merged."""
-        check_key_chars(prefix)
-        if prefix.startswith("/"):
-            raise ValueError(f"object key prefix {prefix!r} must be relative")
+        check_prefix(prefix)
         if self.requests_bucket == self.chroma_bucket:
             yield from self._keys(self.requests_bucket, prefix, lambda key: True)
             return

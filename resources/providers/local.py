@@ -6,14 +6,7 @@ live under `root` (`files/{file_id}`, `batches/{batch_id}.json`, the latter
 holding the Batch API's batch object), and output and error files use the
 Batch API's exact line format.
 
-Model: wordllama's l2_supercat_256, a static token-embedding table that ships
-in the wheel. wordllama's own `load()` looks in the wrong folder and may try
-the network, so the weights and tokenizer are read straight from the package
-directory, once per process. Embeddings are the mean of the input's token
-vectors, L2-normalised: what `WordLlamaInference.embed(norm=True)` computes,
-but pooled over the concatenated token ids rather than a padded batch, so
-memory follows the number of tokens rather than batch size x longest input,
-and the one tokenisation also gives the usage counts.
+The model is wordllama's, offline (see local_model.py); the file formats are in local_format.py.
 
 Lifecycle decisions:
 - A batch is processed inside the first `retrieve` that sees it `validating`
@@ -43,116 +36,52 @@ Lifecycle decisions:
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
 
+from embedding_assets.domain.models import PROVIDER_TERMINAL_STATUSES
 from embedding_assets.domain.ports import BatchNotFound, ProviderBatch
 from resources.object_store.local import atomic_write
+from resources.providers.local_format import (
+    MAX_INPUTS_PER_REQUEST,
+    MAX_TOKENS_PER_REQUEST,
+    EmbeddingRequest,
+    InvalidRequest,
+    check_id,
+    check_metadata,
+    error_line,
+    file_problems,
+    provider_batch,
+    publish,
+    request_rows,
+    write_responses,
+)
+from resources.providers.local_model import (
+    MODEL,
+    NATIVE_DIMENSIONS,
+    WordLlamaModel,
+    check_dimensions,
+    load_model,
+    truncate,
+)
 
-MODEL = "wordllama-l2-supercat-256"
-NATIVE_DIMENSIONS = 256
-
-_MAX_REQUESTS = 50_000
-_MAX_FILE_BYTES = 200 * 1024 * 1024
-_MAX_INPUTS_PER_REQUEST = 2048
-_MAX_TOKENS_PER_REQUEST = 300_000
 _EMBED_CHUNK_INPUTS = 1024
-_POOL_TOKENS = 32_768
-_MAX_FILE_ERRORS = 100
 _COMPLETION_WINDOW = 24 * 3600
-_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _FILE_ID = re.compile(r"file-[0-9a-f]{24}")
 _BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
 _COPY_CHUNK = 1 << 20
-
-
-class _Model:
-    """The static embedding table and its tokenizer."""
-
-    def __init__(self, table: np.ndarray, tokenizer: Any) -> None:
-        self.table = np.ascontiguousarray(table, dtype=np.float32)
-        self.tokenizer = tokenizer
-
-    def token_ids(self, texts: list[str]) -> list[np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.intp) for e in encodings]
-
-    def pool(self, token_ids: Sequence[np.ndarray]) -> np.ndarray:
-        """Unit-length mean token vectors; each input must have at least one token.
-
-        Inputs are pooled in groups of at most _POOL_TOKENS gathered token
-        vectors (or one longer input), which bounds the working memory.
-        """
-        out = np.empty((len(token_ids), self.table.shape[1]), dtype=np.float32)
-        start = 0
-        while start < len(token_ids):
-            stop, tokens = start + 1, len(token_ids[start])
-            while stop < len(token_ids) and tokens + len(token_ids[stop]) <= _POOL_TOKENS:
-                tokens += len(token_ids[stop])
-                stop += 1
-            group = token_ids[start:stop]
-            lengths = np.array([len(ids) for ids in group], dtype=np.intp)
-            offsets = np.concatenate(([0], np.cumsum(lengths[:-1])))
-            sums = np.add.reduceat(self.table[np.concatenate(group)], offsets, axis=0)
-            out[start:stop] = sums / lengths[:, None].astype(np.float32)
-            start = stop
-        return _normalise(out)
-
-
-_model: _Model | None = None
-_model_lock = threading.Lock()
-
-
-def load_model() -> _Model:
-    """The process-wide model, read from the installed wordllama package on first use."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            from safetensors import safe_open
-            from tokenizers import Tokenizer
-
-            spec = importlib.util.find_spec("wordllama")
-            if spec is None or not spec.submodule_search_locations:
-                raise RuntimeError("the wordllama package is not installed")
-            package = Path(next(iter(spec.submodule_search_locations)))
-            weights = package / "weights" / "l2_supercat_256.safetensors"
-            tokenizer = package / "tokenizers" / "l2_supercat_tokenizer_config.json"
-            with safe_open(str(weights), framework="np", device="cpu") as f:
-                table = f.get_tensor("embedding.weight")
-            _model = _Model(table, Tokenizer.from_file(str(tokenizer)))
-        return _model
-
-
-class _Invalid(Exception):
-    """A request the batch answers with a 400 line."""
-
-
-@dataclass
-class _Request:
-    custom_id: str
-    token_ids: list[np.ndarray]
-    dimensions: int
-    encoding_format: str
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(len(ids) for ids in self.token_ids)
 
 
 class LocalBatchProvider:
@@ -165,13 +94,17 @@ class LocalBatchProvider:
     enqueued_token_limit = None
 
     def __init__(self, root: Path, dimensions: int | None = None) -> None:
-        self.dimensions = NATIVE_DIMENSIONS if dimensions is None else _check_dimensions(dimensions)
+        self.dimensions = NATIVE_DIMENSIONS if dimensions is None else check_dimensions(dimensions)
         self.request_dimensions = self.dimensions
         self.root = Path(root)
         self._files = self.root / "files"
         self._batches = self.root / "batches"
         self._files.mkdir(parents=True, exist_ok=True)
         self._batches.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def tokenizer(self) -> WordLlamaModel:
+        return load_model()
 
     def upload(self, path: Path) -> str:
         file_id = f"file-{uuid.uuid4().hex[:24]}"
@@ -182,7 +115,7 @@ class LocalBatchProvider:
     def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> ProviderBatch:
         if not self._file_path(input_file_id).is_file():
             raise FileNotFoundError(f"no local file {input_file_id}")
-        _check_metadata(metadata)
+        check_metadata(metadata)
         now = int(time.time())
         state = {
             "id": f"batch_{uuid.uuid4().hex[:24]}",
@@ -208,7 +141,7 @@ class LocalBatchProvider:
             "metadata": dict(metadata),
         }
         self._save(state)
-        return _provider_batch(state)
+        return provider_batch(state)
 
     def find_batches(self, metadata: dict[str, str], since: float | None = None) -> list[ProviderBatch]:
         found = []
@@ -218,14 +151,14 @@ class LocalBatchProvider:
             if recent and all(state["metadata"].get(k) == v for k, v in metadata.items()):
                 found.append(state)
         found.sort(key=lambda s: (s["created_at"], s["id"]))
-        return [_provider_batch(s) for s in found]
+        return [provider_batch(s) for s in found]
 
     def retrieve(self, provider_batch_id: str) -> ProviderBatch:
         with self._locked(provider_batch_id):
             state = self._load(provider_batch_id)
             if state["status"] in ("validating", "in_progress"):
                 self._process(state)
-            return _provider_batch(state)
+            return provider_batch(state)
 
     def download(self, file_id: str, dest: Path) -> None:
         try:
@@ -238,18 +171,18 @@ class LocalBatchProvider:
     def cancel(self, provider_batch_id: str) -> ProviderBatch:
         with self._locked(provider_batch_id):
             state = self._load(provider_batch_id)
-            if state["status"] not in _TERMINAL:
+            if state["status"] not in PROVIDER_TERMINAL_STATUSES:
                 now = int(time.time())
                 state.update(status="cancelled", cancelling_at=now, cancelled_at=now)
                 for file_id in self._result_file_ids(state["id"]):
                     self._temp_path(file_id).unlink(missing_ok=True)
                 self._save(state)
-            return _provider_batch(state)
+            return provider_batch(state)
 
     def embed(self, texts: Sequence[str], model: str | None = None, dimensions: int | None = None) -> np.ndarray:
         if model not in (None, self.model):
             raise ValueError(f"The model {model!r} is not served here; use {self.model!r}.")
-        size = self.dimensions if dimensions is None else _check_dimensions(dimensions)
+        size = self.dimensions if dimensions is None else check_dimensions(dimensions)
         texts = list(texts)
         for text in texts:
             if not isinstance(text, str) or not text:
@@ -261,13 +194,13 @@ class LocalBatchProvider:
         longest = max(len(ids) for ids in token_ids)
         if longest > self.max_input_tokens:
             raise ValueError(f"an input has {longest} tokens; the limit is {self.max_input_tokens}")
-        return _truncate(loaded.pool(token_ids), size)
+        return truncate(loaded.pool(token_ids), size)
 
     def _process(self, state: dict[str, Any]) -> None:
         """Validate the input file, then answer every request; updates `state` in place and saves it."""
         now = int(time.time())
         input_path = self._file_path(state["input_file_id"])
-        problems = _file_problems(input_path)
+        problems = file_problems(input_path)
         if problems:
             state.update(status="failed", failed_at=now, errors={"object": "list", "data": problems})
             self._save(state)
@@ -278,14 +211,14 @@ class LocalBatchProvider:
         output_id, error_id = self._result_file_ids(state["id"])
         output_tmp, error_tmp = self._temp_path(output_id), self._temp_path(error_id)
         with open(input_path, "rb") as src, open(output_tmp, "wb") as out, open(error_tmp, "wb") as err:
-            counts = self._answer(_rows(src), out, err)
+            counts = self._answer(request_rows(src), out, err)
             for f in (out, err):
                 f.flush()
                 os.fsync(f.fileno())
         completed, failed, tokens = counts
 
-        state["output_file_id"] = _publish(output_tmp, self._files / output_id, completed)
-        state["error_file_id"] = _publish(error_tmp, self._files / error_id, failed)
+        state["output_file_id"] = publish(output_tmp, self._files / output_id, completed)
+        state["error_file_id"] = publish(error_tmp, self._files / error_id, failed)
         now = int(time.time())
         state.update(
             status="completed",
@@ -300,68 +233,68 @@ class LocalBatchProvider:
         """Write a response line per request; returns (completed, failed, prompt tokens)."""
         model = load_model()
         completed = failed = tokens = 0
-        pending: list[_Request] = []
+        pending: list[EmbeddingRequest] = []
         pending_inputs = 0
         for row in rows:
             try:
                 request = self._request(model, row)
-            except _Invalid as exc:
-                err.write(_error_line(row["custom_id"], str(exc)))
+            except InvalidRequest as exc:
+                err.write(error_line(row["custom_id"], str(exc)))
                 failed += 1
                 continue
             pending.append(request)
             pending_inputs += len(request.token_ids)
             if pending_inputs >= _EMBED_CHUNK_INPUTS:
-                tokens += _write_responses(model, pending, out)
+                tokens += write_responses(model, pending, out)
                 completed += len(pending)
                 pending, pending_inputs = [], 0
         if pending:
-            tokens += _write_responses(model, pending, out)
+            tokens += write_responses(model, pending, out)
             completed += len(pending)
         return completed, failed, tokens
 
-    def _request(self, model: _Model, row: dict[str, Any]) -> _Request:
+    def _request(self, model: WordLlamaModel, row: dict[str, Any]) -> EmbeddingRequest:
         if row.get("method") != "POST":
-            raise _Invalid("'method' must be 'POST'.")
+            raise InvalidRequest("'method' must be 'POST'.")
         if row.get("url") != "/v1/embeddings":
-            raise _Invalid(f"'url' {row.get('url')!r} is not '/v1/embeddings'.")
+            raise InvalidRequest(f"'url' {row.get('url')!r} is not '/v1/embeddings'.")
         body = row.get("body")
         if not isinstance(body, dict):
-            raise _Invalid("'body' must be an object.")
+            raise InvalidRequest("'body' must be an object.")
         if body.get("model") != self.model:
-            raise _Invalid(f"The model {body.get('model')!r} is not served here; use {self.model!r}.")
+            raise InvalidRequest(f"The model {body.get('model')!r} is not served here; use {self.model!r}.")
         texts = body.get("input")
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
-            raise _Invalid("'input' must be a non-empty string or a non-empty list of non-empty strings.")
-        if len(texts) > _MAX_INPUTS_PER_REQUEST:
-            raise _Invalid(f"'input' holds {len(texts)} items; the limit is {_MAX_INPUTS_PER_REQUEST}.")
+            raise InvalidRequest("'input' must be a non-empty string or a non-empty list of non-empty strings.")
+        if len(texts) > MAX_INPUTS_PER_REQUEST:
+            raise InvalidRequest(f"'input' holds {len(texts)} items; the limit is {MAX_INPUTS_PER_REQUEST}.")
         encoding_format = body.get("encoding_format", "float")
         if encoding_format not in ("float", "base64"):
-            raise _Invalid(f"'encoding_format' {encoding_format!r} is not 'float' or 'base64'.")
+            raise InvalidRequest(f"'encoding_format' {encoding_format!r} is not 'float' or 'base64'.")
         dimensions = body.get("dimensions", self.dimensions)
         try:
-            dimensions = _check_dimensions(dimensions)
+            dimensions = check_dimensions(dimensions)
         except ValueError as exc:
-            raise _Invalid(str(exc)) from None
+            raise InvalidRequest(str(exc)) from None
         token_ids = model.token_ids(texts)
-        request = _Request(row["custom_id"], token_ids, dimensions, encoding_format)
+        request = EmbeddingRequest(row["custom_id"], token_ids, dimensions, encoding_format)
         longest = max(len(ids) for ids in token_ids)
         if longest > self.max_input_tokens:
-            raise _Invalid(
+            raise InvalidRequest(
                 f"This model's maximum context length is {self.max_input_tokens} tokens, "
                 f"however you requested {longest} tokens."
             )
-        if request.prompt_tokens > _MAX_TOKENS_PER_REQUEST:
-            raise _Invalid(
-                f"Requested {request.prompt_tokens} tokens; the limit per request is {_MAX_TOKENS_PER_REQUEST}."
+        if request.prompt_tokens > MAX_TOKENS_PER_REQUEST:
+            raise InvalidRequest(
+                f"Requested {request.prompt_tokens} tokens; the limit per request is {MAX_TOKENS_PER_REQUEST}."
             )
         return request
 
     @contextmanager
     def _locked(self, batch_id: str) -> Iterator[None]:
-        _check_id(batch_id, _BATCH_ID)
+        check_id(batch_id, _BATCH_ID)
         with open(self._batches / f"{batch_id}.lock", "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
@@ -380,7 +313,7 @@ class LocalBatchProvider:
         atomic_write(self._batches / f"{state['id']}.json", lambda dst: dst.write(data))
 
     def _file_path(self, file_id: str) -> Path:
-        _check_id(file_id, _FILE_ID)
+        check_id(file_id, _FILE_ID)
         return self._files / file_id
 
     def _temp_path(self, file_id: str) -> Path:
@@ -394,159 +327,3 @@ class LocalBatchProvider:
             return f"file-{hashlib.sha256(f'{batch_id}:{kind}'.encode()).hexdigest()[:24]}"
 
         return file_id("output"), file_id("error")
-
-
-def _file_problems(path: Path) -> list[dict[str, Any]]:
-    """File-level validation errors (Batch API `errors.data` items); empty when the file is usable."""
-    if path.stat().st_size > _MAX_FILE_BYTES:
-        return [_problem("file_too_large", f"The input file exceeds {_MAX_FILE_BYTES} bytes.")]
-    problems: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    requests = 0
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            requests += 1
-            if requests > _MAX_REQUESTS:
-                return [_problem("too_many_requests", f"The input file holds more than {_MAX_REQUESTS} requests.")]
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                row = None
-            custom_id = row.get("custom_id") if isinstance(row, dict) else None
-            if not isinstance(row, dict):
-                problem = _problem("invalid_json_line", "This line is not a JSON object.", number)
-            elif not isinstance(custom_id, str) or not custom_id:
-                problem = _problem("missing_custom_id", "'custom_id' must be a non-empty string.", number)
-            elif custom_id in seen:
-                problem = _problem("duplicate_custom_id", f"The custom_id {custom_id!r} is repeated.", number)
-            else:
-                seen.add(custom_id)
-                continue
-            if len(problems) < _MAX_FILE_ERRORS:
-                problems.append(problem)
-    if not requests:
-        return [_problem("empty_file", "The input file holds no requests.")]
-    return problems
-
-
-def _problem(code: str, message: str, line: int | None = None) -> dict[str, Any]:
-    return {"code": code, "message": message, "param": None, "line": line}
-
-
-def _rows(src: BinaryIO) -> Iterator[dict[str, Any]]:
-    for line in src:
-        if line.strip():
-            yield orjson.loads(line)
-
-
-def _write_responses(model: _Model, requests: list[_Request], out: BinaryIO) -> int:
-    """Embed the requests' inputs together, write one 200 line per request; returns tokens."""
-    vectors = model.pool([ids for request in requests for ids in request.token_ids])
-    tokens = 0
-    start = 0
-    for request in requests:
-        stop = start + len(request.token_ids)
-        block = _truncate(vectors[start:stop], request.dimensions)
-        start = stop
-        if request.encoding_format == "base64":
-            data = [_item(i, base64.b64encode(v.astype("<f4").tobytes()).decode()) for i, v in enumerate(block)]
-        else:
-            data = [_item(i, v) for i, v in enumerate(block)]
-        tokens += request.prompt_tokens
-        body = {
-            "object": "list",
-            "data": data,
-            "model": MODEL,
-            "usage": {"prompt_tokens": request.prompt_tokens, "total_tokens": request.prompt_tokens},
-        }
-        out.write(_line(request.custom_id, 200, body))
-    return tokens
-
-
-def _item(index: int, embedding: Any) -> dict[str, Any]:
-    return {"object": "embedding", "index": index, "embedding": embedding}
-
-
-def _error_line(custom_id: str, message: str) -> bytes:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
-    return _line(custom_id, 400, body)
-
-
-def _line(custom_id: str, status_code: int, body: dict[str, Any]) -> bytes:
-    row = {
-        "id": f"batch_req_{uuid.uuid4().hex}",
-        "custom_id": custom_id,
-        "response": {"status_code": status_code, "request_id": uuid.uuid4().hex, "body": body},
-        "error": None,
-    }
-    return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
-
-
-def _publish(tmp: Path, path: Path, lines: int) -> str | None:
-    """Move a finished result file into place; an empty one is dropped, as the Batch API does."""
-    if not lines:
-        tmp.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        return None
-    os.replace(tmp, path)
-    return path.name
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=vectors, where=norms > 0)
-
-
-def _truncate(vectors: np.ndarray, dimensions: int) -> np.ndarray:
-    """OpenAI-style `dimensions`: keep the leading components and re-normalise."""
-    if dimensions == vectors.shape[1]:
-        return vectors
-    return _normalise(np.array(vectors[:, :dimensions]))
-
-
-def _check_dimensions(dimensions: Any) -> int:
-    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= NATIVE_DIMENSIONS:
-        raise ValueError(f"dimensions must be an integer from 1 to {NATIVE_DIMENSIONS}, got {dimensions!r}")
-    return dimensions
-
-
-def _check_metadata(metadata: dict[str, str]) -> None:
-    """The Batch API's metadata limits, so what works here also works against OpenAI."""
-    if len(metadata) > 16:
-        raise ValueError("batch metadata holds at most 16 pairs")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str) or len(key) > 64 or len(value) > 512:
-            raise ValueError(f"batch metadata {key!r}: keys are strings <= 64 chars, values strings <= 512 chars")
-
-
-def _check_id(value: str, pattern: re.Pattern[str]) -> None:
-    """Ids become file names, so only the exact shapes this provider issues are accepted."""
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"{value!r} is not an id of the form {pattern.pattern}")
-
-
-def _provider_batch(state: dict[str, Any]) -> ProviderBatch:
-    errors = (state.get("errors") or {}).get("data") or []
-    counts = state["request_counts"]
-    return ProviderBatch(
-        id=state["id"],
-        status=state["status"],
-        input_file_id=state["input_file_id"],
-        output_file_id=state["output_file_id"],
-        error_file_id=state["error_file_id"],
-        total=counts["total"],
-        completed=counts["completed"],
-        failed=counts["failed"],
-        metadata=dict(state["metadata"]),
-        errors=[
-            f"{e['code']}" + (f" (line {e['line']})" if e.get("line") else "") + f": {e['message']}"
-            for e in errors
-        ],
-        created_at=state["created_at"],
-        expires_at=state["expires_at"],
-        finalizing_at=state["finalizing_at"],
-        prompt_tokens=state["usage"]["input_tokens"],
-    )
-

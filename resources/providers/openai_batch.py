@@ -26,6 +26,11 @@ by what a failure would cost:
 - `find_batches` relies on the list being newest first and stops at `since`.
 - Request bodies name `dimensions` only when it differs from the model's
   native size; ada-002 rejects the parameter outright.
+- Output and error files are kept `output_expires_after_seconds` (7 days by
+  default) after they are written, so an ingest retried days later still
+  finds them.
+- Tokens are counted with the models' own encoding (`cl100k_base`, offline):
+  what the batch's `usage` will bill, and what its enqueued-token queue holds.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import openai
 from embedding_assets.domain import openai_models
 from embedding_assets.domain.batching import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from embedding_assets.domain.ports import BatchNotFound, EnqueuedLimitReached, ProviderBatch
+from embedding_assets.domain.tokens import TiktokenCounter, cl100k
 
 try:  # the SDK's HTTP client: httpx2 from openai 3 on, httpx before
     import httpx2 as _http
@@ -83,6 +89,7 @@ class OpenAIBatchProvider:
         enqueued_token_limit: int | None = None,
         download_attempts: int = 5,
         backoff_seconds: float = 1.0,
+        output_expires_after_seconds: int = openai_models.DEFAULT_OUTPUT_EXPIRES_AFTER_SECONDS,
     ) -> None:
         if not api_key:
             raise ValueError("OPENAI_API_KEY is required for the openai provider")
@@ -93,8 +100,13 @@ class OpenAIBatchProvider:
         self.max_retries = max_retries
         self.download_attempts = max(1, download_attempts)
         self.backoff_seconds = backoff_seconds
+        self.output_expires_after_seconds = openai_models.check_output_expiry(output_expires_after_seconds)
         self._client = openai_client(api_key, base_url, max_retries, timeout_seconds)
         self._create_client = self._client.with_options(max_retries=0)
+
+    @property
+    def tokenizer(self) -> TiktokenCounter:
+        return cl100k()
 
     # ------------------------------------------------------------- batches
     def upload(self, path: Path) -> str:
@@ -121,6 +133,7 @@ class OpenAIBatchProvider:
             try:
                 batch = self._create_client.batches.create(
                     input_file_id=input_file_id, endpoint="/v1/embeddings", completion_window="24h", metadata=metadata,
+                    output_expires_after={"anchor": "created_at", "seconds": self.output_expires_after_seconds},
                 )
                 return _provider_batch(batch)
             except openai.RateLimitError as exc:
@@ -265,6 +278,7 @@ def _provider_batch(batch: Any) -> ProviderBatch:
         finalizing_at=batch.finalizing_at,
         prompt_tokens=getattr(batch.usage, "input_tokens", 0) or 0,
         queue_full=batch.status == "failed" and any(_queue_full(e.code, e.message) for e in errors),
+        model=getattr(batch, "model", None),
     )
 
 

@@ -175,9 +175,11 @@ class SnapshotStore:
         key, sha = self.upload(self.work_dir, version)
         return Staged(version, key, sha)
 
-    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None) -> Pointer:
+    def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
+             changes_cursor: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
-        pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions)
+        pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions,
+                          changes_cursor)
         return self.write_pointer(pointer)
 
     def prune(self) -> list[str]:

@@ -12,6 +12,9 @@ loaded and nothing leaves the machine.
 What is measured, on N synthetic lines (demo receipts, lines only: words are
 not benched, so they are left out of the store):
 
+0. tokens (`tests/bench/tokens.py`): byte estimates against exact
+   cl100k_base counts on the demo set, and batch cycles for `--token-lines`
+   lines at tier 1, before (bytes) and after (tokens).
 1. find + claim: `Pipeline.prepare` end to end (lines/s), plus the store
    calls alone on a copy of the seeded store (find, read, claim).
 2. format + write: `line_requests` (lines/s), encoding the request lines and
@@ -53,6 +56,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,9 +69,11 @@ from embedding_assets.domain.formatting import ReceiptRequests, line_requests
 from embedding_assets.domain.models import BatchRecord, Receipt, Stage, batch_keys, line_key, receipt_key
 from embedding_assets.domain.ports import ProviderBatch
 from embedding_assets.domain.results import iter_results
+from embedding_assets.domain.tokens import TiktokenCounter, cl100k
 from embedding_assets.steps.pipeline import Pipeline
 from resources.object_store.local import LocalObjectStore
 from resources.receipt_store.sqlite import SqliteReceiptStore
+from tests.bench.tokens import bench_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = "lines"
@@ -141,6 +147,10 @@ class StandInProvider:
         self.generated_bytes = 0
         self.generate_seconds = 0.0
 
+    @property
+    def tokenizer(self) -> TiktokenCounter:
+        return cl100k()
+
     def file_path(self, file_id: str) -> Path:
         return self.files / file_id
 
@@ -152,7 +162,8 @@ class StandInProvider:
     def add_result_file(self, custom_ids: Sequence[str], encoding: str = "base64") -> str:
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         started = time.perf_counter()
-        self.generated_bytes += write_result_file(self.file_path(file_id), custom_ids, self.dimensions, encoding, self.rng)
+        self.generated_bytes += write_result_file(self.file_path(file_id), custom_ids, self.dimensions, encoding,
+                                                  self.rng)
         self.generate_seconds += time.perf_counter() - started
         self.generated_vectors += len(custom_ids)
         return file_id
@@ -276,8 +287,8 @@ class Report:
     def table(self) -> str:
         header = ("stage", "items", "seconds", "rate", "target")
         body = [
-            (r.stage, "" if r.items is None else f"{r.items:,} {r.unit}", "" if r.seconds is None else f"{r.seconds:.2f}",
-             r.rate, r.target)
+            (r.stage, "" if r.items is None else f"{r.items:,} {r.unit}",
+             "" if r.seconds is None else f"{r.seconds:.2f}", r.rate, r.target)
             for r in self.rows
         ]
         widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
@@ -388,8 +399,8 @@ def bench_store_steps(report: Report, db: Path, objects_dir: Path, provider: Sta
                    seconds)
 
         built: list[ReceiptRequests]
-        built, format_seconds = timed(lambda: [line_requests(items, merchant, provider.max_input_tokens)
-                                               for items, merchant in read])
+        fit = partial(provider.tokenizer.fit, max_tokens=provider.max_input_tokens)
+        built, format_seconds = timed(lambda: [line_requests(items, merchant, fit) for items, merchant in read])
         requests = sum(len(b.requests) for b in built)
         report.row("format requests (line_requests)", lines, "lines", format_seconds,
                    rate=f"{lines / format_seconds:,.0f} lines/s, {requests / format_seconds:,.0f} requests/s")
@@ -428,7 +439,8 @@ def bench_store_steps(report: Report, db: Path, objects_dir: Path, provider: Sta
         report.notes.append(f"request files: {len(planned)} file(s), {input_bytes / MB:.1f} MB of requests + "
                             f"{manifest_bytes / MB:.1f} MB of manifests for {requests:,} requests")
 
-        claim_keys = [[k for receipt in plan.receipts for r in receipt.requests for k in r.item_keys] for plan in planned]
+        claim_keys = [[k for receipt in plan.receipts for r in receipt.requests for k in r.item_keys]
+                      for plan in planned]
         won, seconds = timed(lambda: sum(len(store.claim(KIND, ks, f"bench-{n}")) for n, ks in enumerate(claim_keys)))
         report.row("claim (store.claim, NONE -> PENDING)", won, "lines", seconds)
     finally:
@@ -448,7 +460,8 @@ def bench_prepare(report: Report, world: World) -> int:
     rest = seconds - find - read - claim - puts - c["store.mark_noise"] - c["store.put_batch"]
     report.notes.append(
         f"prepare breakdown: find {find:.2f}s, read items {read:.2f}s, claim {claim:.2f}s, object puts {puts:.2f}s, "
-        f"format+encode+local writes+lease {rest:.2f}s; {len(prepared.batches)} batch(es), {prepared.requests:,} requests"
+        f"format+encode+local writes+lease {rest:.2f}s; {len(prepared.batches)} batch(es), "
+        f"{prepared.requests:,} requests"
     )
     return prepared.requests
 
@@ -594,10 +607,11 @@ def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: 
                           target="DESIGN: ~500-650/s")
     ratio = compaction_rate / raw_rate if raw_rate else 0.0
     merge_only = (result.added + result.updated) / (seconds - upload) / raw_rate if raw_rate else 0.0
-    report.rows.append(Row("compaction / raw add", None, "", None, f"{ratio:.2f} (without snapshot upload {merge_only:.2f})",
-                           f">= {COMPACTION_RATIO_TARGET}"))
+    report.rows.append(Row("compaction / raw add", None, "", None,
+                           f"{ratio:.2f} (without snapshot upload {merge_only:.2f})", f">= {COMPACTION_RATIO_TARGET}"))
     report.say(f"  compaction / raw add: {ratio:.2f} (without the snapshot upload: {merge_only:.2f})")
-    report.verdicts.append(Verdict(f"compaction >= {COMPACTION_RATIO_TARGET} x raw Chroma add", ratio >= COMPACTION_RATIO_TARGET,
+    report.verdicts.append(Verdict(f"compaction >= {COMPACTION_RATIO_TARGET} x raw Chroma add",
+                                   ratio >= COMPACTION_RATIO_TARGET,
                                    f"{compaction_rate:,.0f} vs {raw_rate:,.0f} vectors/s = {ratio:.2f}"
                                    f" (on {added:,} vectors)"))
     world.store.close()
@@ -712,7 +726,8 @@ def bench_memory(report: Report, root: Path, dims: int, sizes: Sequence[int], te
         growth = extra[mode][large] - extra[mode][small]
         report.verdicts.append(Verdict(
             f"{label} peak memory flat in batch size", growth <= allowed,
-            f"+{extra[mode][small]:.1f} MB at {small:,}, +{extra[mode][large]:.1f} MB at {large:,}: grows {growth:.1f} MB "
+            f"+{extra[mode][small]:.1f} MB at {small:,}, +{extra[mode][large]:.1f} MB at {large:,}: "
+            f"grows {growth:.1f} MB "
             f"(allowed {allowed:.1f} MB; holding the extra vectors would take {held:.0f} MB)",
         ))
 
@@ -727,7 +742,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="lines whose vectors go through compaction and raw add (default 20000)")
     parser.add_argument("--float-results", type=int, default=20_000,
                         help="results in the float-list parse file (default 20000)")
-    parser.add_argument("--memory-sizes", default="10000,50000", help="two batch sizes for peak memory (default 10000,50000)")
+    parser.add_argument("--memory-sizes", default="10000,50000",
+                        help="two batch sizes for peak memory (default 10000,50000)")
+    parser.add_argument("--token-lines", type=int, default=1_000_000,
+                        help="lines whose batch cycles are counted at tier 1, bytes against tokens (default 1000000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep <out>/work afterwards")
     args = parser.parse_args(argv)
@@ -760,9 +778,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     report.say("")
     load = os.getloadavg()
     busy = load[1] > (os.cpu_count() or 1)
+    busy_note = "; the machine was busy with other work, so the rates are low" if busy else ""
     report.notes.append(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on "
-                        f"{os.cpu_count()} CPUs" + ("; the machine was busy with other work, so the rates are low" if busy
-                                                     else ""))
+                        f"{os.cpu_count()} CPUs{busy_note}")
     for note in report.notes:
         report.say(f"note: {note}")
     report.say("")
@@ -775,6 +793,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def run_stages(report: Report, args: argparse.Namespace, work: Path) -> None:
+    report.say("0. tokens: byte estimates against exact cl100k_base counts:")
+    bench_tokens(report, args.token_lines)
+
     receipts, seconds = timed(lambda: receipts_with_lines(args.lines, args.seed))
     report.row("generate receipts (demo)", args.lines, "lines", seconds)
 

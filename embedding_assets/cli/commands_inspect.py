@@ -1,0 +1,90 @@
+"""`search`, `status` and `cost`: reading what the pipeline built."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+
+from embedding_assets.cli.common import KIND_CHOICES, print_json
+from embedding_assets.domain.settings import Settings
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding_assets.api import open_runtime, search_receipts
+    from embedding_assets.steps.search import NoSnapshot
+
+    try:
+        hits = search_receipts(args.text, args.kind, args.k, args.merchant, open_runtime(settings))
+    except NoSnapshot as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print_json([asdict(h) for h in hits])
+        return 0
+    print(f"nearest {args.kind} to {args.text!r}:")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>2}. {hit.distance:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
+              f"receipt {hit.image_id}/{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding_assets.api import open_runtime, pipeline_status
+
+    status = pipeline_status(KIND_CHOICES, open_runtime(settings))
+    if args.json:
+        print_json(status)
+        return 0
+    for kind, s in status.items():
+        items = ", ".join(f"{k} {v}" for k, v in sorted(s["items"].items())) or "none"
+        batches = ", ".join(f"{k} {v}" for k, v in sorted(s["batches"].items())) or "none"
+        print(f"{kind}: items: {items}")
+        print(f"{kind}: batches: {batches}; deltas waiting: {s['deltas_waiting']}")
+        print(f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions']} dimensions) "
+              f"with {s['vectors']} vectors; "
+              f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}")
+        if s["reembed"]:
+            r = s["reembed"]
+            built = f"v{r['next_version']} with {r['next_vectors']} vectors" if r["next_version"] else "nothing yet"
+            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions): built "
+                  f"{built}; {r['waiting']} {kind} still to re-embed "
+                  f"before search switches from v{r['serving_version']}")
+        for batch_id, reason in s["stuck"].items():
+            print(f"{kind}: batch {batch_id} {reason} (cancel it with `batches cancel {batch_id}`)")
+        for batch_id, reason in s["reaped"].items():
+            print(f"{kind}: batch {batch_id} {reason}")
+        for key, error in s["failed"].items():
+            print(f"{kind}: FAILED {key}: {error} (send back with `retry-failed --kind {kind}`)")
+    print(f"total: {sum(s['prompt_tokens'] for s in status.values())} tokens, "
+          f"${sum(s['cost_usd'] for s in status.values()):.6f}")
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding_assets.api import open_runtime
+    from embedding_assets.steps.costs import receipt_costs
+
+    receipt = None
+    if args.receipt:
+        image_id, sep, receipt_id = args.receipt.rpartition(":")
+        if not sep or not image_id or not receipt_id.isdigit():
+            print(f"--receipt {args.receipt!r}: expected IMAGE_ID:RECEIPT_ID", file=sys.stderr)
+            return 2
+        receipt = (image_id, int(receipt_id))
+    runtime = open_runtime(settings)
+    if receipt and not any(runtime.store.receipt_items(kind, *receipt) for kind in KIND_CHOICES):
+        print(f"no receipt {args.receipt} in the store", file=sys.stderr)
+        return 1
+    report = receipt_costs(runtime.store, runtime.objects, KIND_CHOICES, receipt)
+    if args.json:
+        print_json(asdict(report))
+        return 0
+    for r in report.receipts:
+        kinds = ", ".join(f"{kind} ${usd:.6f}" for kind, usd in sorted(r.cost_by_kind.items()))
+        print(f"{r.image_id}:{r.receipt_id}  {r.prompt_tokens} tokens  ${r.cost_usd:.6f}  "
+              f"({kinds}; {r.batches} batches)")
+    unsplit = f"; ${report.unattributed_usd:.6f} not split by receipt" if report.unattributed_usd else ""
+    print(f"{'receipt ' + args.receipt if receipt else 'total'}: {report.prompt_tokens} tokens, "
+          f"${report.cost_usd:.6f} over {report.batches} batches{unsplit}")
+    return 0

@@ -1,0 +1,89 @@
+"""reconcile: every vector against every item, for the changes no change feed saw.
+
+A writer that changes the store behind this project's back (a row deleted in
+the console, another tool) leaves nothing in the feed that compaction reads.
+Reconcile scans the whole collection against the store's SUCCESS items under
+the compaction lease: vectors standing for no SUCCESS item are removed and a
+new version published; SUCCESS items with no vector are sent back to NONE,
+so the ordinary pipeline embeds them again. Its cost grows with the
+collection, so it runs on a schedule (daily by default) and on demand, not
+with every compaction. A crash before the swap leaves the old version serving
+and the next reconcile finds the same; a crash after it leaves only the
+requeue to do, which the next reconcile does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from embedding_assets.domain.formatting import item_keys_of_vector
+from embedding_assets.domain.lease import Lease, compaction_lease
+from embedding_assets.domain.models import Status
+from embedding_assets.domain.ports import ReceiptStore, VectorLine
+from embedding_assets.domain.vectors import iter_metadatas
+from embedding_assets.steps.consistency import SAMPLE
+from embedding_assets.steps.parts import Progress
+from embedding_assets.steps.stale import delete_vectors
+
+
+@dataclass
+class ReconcileReport:
+    kind: str
+    vectors_before: int = 0
+    success_items: int = 0
+    removed: int = 0
+    requeued: int = 0
+    version: int | None = None
+    removed_sample: list[str] = field(default_factory=list)
+    requeued_sample: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Nothing was out of place: every writer went through the project's store methods."""
+        return not (self.removed or self.requeued)
+
+
+def reconcile(store: ReceiptStore, vectors: VectorLine, lock_ttl_seconds: float, heartbeat_seconds: float,
+              chunk_size: int, progress: Progress = print) -> ReconcileReport:
+    """Repair the line being built (serving, or NEXT during a re-embed) against the store."""
+    started = time.monotonic()
+    kind = vectors.kind
+    report = ReconcileReport(kind)
+    with Lease(store, compaction_lease(kind), lock_ttl_seconds, heartbeat_seconds) as lease:
+        line = vectors.target()
+        pointer = line.latest()
+        if pointer is None or not pointer.published or pointer.model is None:
+            progress(f"{kind}: nothing published yet, nothing to reconcile")
+            return report
+        cursor = store.changes_head(kind)
+        success = {item.key for item in store.items_with_status(kind, Status.SUCCESS.value)}
+        report.success_items = len(success)
+        with line.writable(pointer.model, pointer.dimensions) as (collection, _):
+            covered: set[str] = set()
+            stale: list[str] = []
+            for vector_id, meta in iter_metadatas(collection):
+                keys = item_keys_of_vector(vector_id, meta or {})
+                covered.update(keys)
+                if not any(key in success for key in keys):
+                    stale.append(vector_id)
+            report.vectors_before = collection.count()
+            report.removed = delete_vectors(collection, stale, chunk_size)
+            remaining = collection.count()
+        report.removed_sample = sorted(stale)[:SAMPLE]
+        if report.removed:
+            staged = line.stage(vectors.next_version())
+            lease.check()
+            pointer = line.swap(staged, remaining, pointer.model, pointer.dimensions, cursor)
+            line.mark_clean(pointer.version)
+            progress(f"{kind}: removed {report.removed} vectors of items gone from the store; "
+                     f"published v{pointer.version}")
+        missing = sorted(success - covered)
+        report.requeued = store.requeue(kind, Status.SUCCESS.value, missing) if missing else 0
+        report.requeued_sample = missing[:SAMPLE]
+        if missing:
+            progress(f"{kind}: {report.requeued} SUCCESS items had no vector; sent back to be embedded")
+        report.version = pointer.version
+    report.seconds = time.monotonic() - started
+    return report

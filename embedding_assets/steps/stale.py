@@ -1,0 +1,61 @@
+"""Which vectors stand for no embedded item any more, found two ways.
+
+- From the store's change feed (`ReceiptStore.vector_changes`): only the
+  receipts whose items were deleted, changed text or were sent back since the
+  cursor the line's pointer records. The cost follows the changes, not the
+  collection; every compaction does this.
+- By a full scan, every vector against every SUCCESS item: this also catches
+  writers that change the store behind this project's back. The reconcile
+  job does it on a schedule, and a line whose pointer records no cursor yet
+  (published before the feed existed) gets it once.
+
+`keep` names keys about to become SUCCESS (merged in this compaction), whose
+vectors must stay although the store does not say SUCCESS yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from embedding_assets.domain.formatting import item_keys_of_vector
+from embedding_assets.domain.models import Status, parse_item_key
+from embedding_assets.domain.ports import ReceiptStore, VectorCollection
+from embedding_assets.domain.vectors import iter_metadatas
+
+
+def stale_from_changes(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str],
+                       cursor: str) -> tuple[list[str], str, int]:
+    """(stale vector ids, the feed's new cursor, changes read) for the changes after `cursor`."""
+    changed, new_cursor = store.vector_changes(kind, cursor)
+    candidates: dict[str, list[str]] = {}
+    for image_id, receipt_id in sorted({_receipt_of(key) for key in changed}):
+        got = collection.get(where={"$and": [{"image_id": image_id}, {"receipt_id": receipt_id}]},
+                             include=["metadatas"])
+        for vector_id, meta in zip(got["ids"], got["metadatas"]):
+            candidates[vector_id] = item_keys_of_vector(vector_id, meta or {})
+    success = _success_keys(store, kind, (key for keys in candidates.values() for key in keys))
+    stale = [vid for vid, keys in candidates.items() if not any(key in keep or key in success for key in keys)]
+    return stale, new_cursor, len(changed)
+
+
+def stale_by_scan(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str]) -> list[str]:
+    """Every vector whose items are all neither SUCCESS nor in `keep`."""
+    success = keep | {item.key for item in store.items_with_status(kind, Status.SUCCESS.value)}
+    return [vid for vid, meta in iter_metadatas(collection)
+            if not any(key in success for key in item_keys_of_vector(vid, meta or {}))]
+
+
+def delete_vectors(collection: VectorCollection, ids: list[str], chunk_size: int) -> int:
+    for start in range(0, len(ids), chunk_size):
+        collection.delete(ids=ids[start:start + chunk_size])
+    return len(ids)
+
+
+def _success_keys(store: ReceiptStore, kind: str, keys: Iterable[str]) -> set[str]:
+    items = store.items_by_key(kind, sorted(set(keys)))
+    return {key for key, item in items.items() if item.status == Status.SUCCESS}
+
+
+def _receipt_of(key: str) -> tuple[str, int]:
+    parts = parse_item_key(key)
+    return parts["image_id"], parts["receipt_id"]

@@ -1,0 +1,59 @@
+"""DynamoLeases as the seed's compaction lock items. A lease is expired once `expires` is not after now."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from resources.receipt_store.dynamodb_expressions import Expression, dump
+from resources.receipt_store.dynamodb_keys import check_owner, lock_key
+from resources.receipt_store.dynamodb_records import current_time, iso
+from resources.receipt_store.dynamodb_table import DynamoTable
+
+
+class DynamoLeases(DynamoTable):
+    """Take, renew, release and read a lease with one conditional write or consistent read each."""
+
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take a free or expired lease, or renew one `owner` already holds, with one conditional put."""
+        key, collection = lock_key(name)
+        check_owner(owner)
+        now = current_time()
+        expires = iso(now + timedelta(seconds=ttl_seconds))
+        item = {"PK": key["PK"]["S"], "SK": "LOCK", "TYPE": "COMPACTION_LOCK", "GSI1PK": f"LOCK#{collection}",
+                "GSI1SK": f"EXPIRES#{expires}", "owner": owner, "expires": expires, "heartbeat": iso(now),
+                "collection": collection}
+        e = Expression()
+        condition = (f"attribute_not_exists(PK) OR {e.n('expires')} < {e.v(iso(now))}"
+                     f" OR {e.n('owner')} = {e.v(owner)}")
+        return self._conditional("put_item", Item=dump(item), ConditionExpression=condition, **e.kwargs())[0]
+
+    def heartbeat_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend the lease only while `owner` still holds it (the seed's heartbeat lacks this check).
+
+        Checks the owner only, so an owner may revive its own lease shortly
+        after it expired: anyone who had taken it over in between would have
+        replaced the owner, so two holders never coexist.
+        """
+        key, _ = lock_key(name)
+        check_owner(owner)
+        now = current_time()
+        expires = iso(now + timedelta(seconds=ttl_seconds))
+        e = Expression()
+        update = (f"SET {e.n('expires')} = {e.v(expires)}, {e.n('heartbeat')} = {e.v(iso(now))},"
+                  f" {e.n('GSI1SK')} = {e.v(f'EXPIRES#{expires}')}")
+        return self._conditional("update_item", Key=key, UpdateExpression=update,
+                                 ConditionExpression=f"{e.n('owner')} = {e.v(owner)}", **e.kwargs())[0]
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        key, _ = lock_key(name)
+        e = Expression()
+        return self._conditional("delete_item", Key=key, ConditionExpression=f"{e.n('owner')} = {e.v(owner)}",
+                                 **e.kwargs())[0]
+
+    def lock_owner(self, name: str) -> str | None:
+        """The owner of an unexpired lease, else None."""
+        key, _ = lock_key(name)
+        lock = self._get(key)
+        if lock is None or lock.get("expires", "") <= iso(current_time()):
+            return None
+        return lock.get("owner")

@@ -1,0 +1,111 @@
+"""Batch records and leases in the SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from embedding_assets.domain.models import BatchRecord, Stage
+from resources.receipt_store.rules import check_batch_changes
+from resources.receipt_store.sqlite_database import SqliteDatabase
+from resources.receipt_store.sqlite_schema import BATCH_FIELDS, batch_column, now_iso, row_batch
+
+
+class SqliteBatches(SqliteDatabase):
+    """Create, change and list batch records."""
+
+    def put_batch(self, record: BatchRecord) -> None:
+        """Create a batch record; an existing id is an error (ids are unique per run).
+
+        Empty created_at / updated_at are filled with now so records always
+        sort by age.
+        """
+        now = now_iso()
+        values = {name: batch_column(name, getattr(record, name)) for name in BATCH_FIELDS}
+        values["created_at"] = values["created_at"] or now
+        values["updated_at"] = values["updated_at"] or now
+        columns = ", ".join(BATCH_FIELDS)
+        placeholders = ", ".join(f":{name}" for name in BATCH_FIELDS)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"INSERT INTO batches ({columns}) VALUES ({placeholders}) ON CONFLICT (batch_id) DO NOTHING", values
+            )
+            if not cursor.rowcount:
+                raise ValueError(f"batch {record.batch_id!r} already exists")
+
+    def update_batch(self, batch_id: str, **changes: Any) -> BatchRecord:
+        """Change some fields of a record and return it as stored.
+
+        batch_id and updated_at are not accepted: the id is the record's
+        identity and updated_at is always set to now here.
+        """
+        check_batch_changes(changes)
+        values = {name: batch_column(name, value) for name, value in changes.items()}
+        values["updated_at"] = now_iso()
+        assignments = ", ".join(f"{name} = :{name}" for name in values)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE batches SET {assignments} WHERE batch_id = :batch_id", {**values, "batch_id": batch_id}
+            )
+            if not cursor.rowcount:
+                raise KeyError(batch_id)
+            row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return row_batch(row)
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        rows = self._read("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        return row_batch(rows[0]) if rows else None
+
+    def list_batches(self, kind: str, stages: Iterable[Stage] | None = None) -> list[BatchRecord]:
+        """Records of `kind` (all stages when None), oldest first."""
+        sql = "SELECT * FROM batches WHERE kind = ?"
+        params: list[Any] = [kind]
+        if stages is not None:
+            wanted = [Stage(stage).value for stage in stages]
+            sql += f" AND stage IN ({', '.join('?' * len(wanted))})"
+            params += wanted
+        rows = self._read(sql + " ORDER BY created_at, batch_id", params)
+        return [row_batch(row) for row in rows]
+
+
+class SqliteLeases(SqliteDatabase):
+    """Leases: a lease is expired once `expires` (epoch seconds) is not after now."""
+
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take a free or expired lease, or renew one `owner` already holds.
+
+        A single upsert whose update is conditional, so two processes racing
+        for a free lease cannot both see it free.
+        """
+        now = time.time()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO locks (name, owner, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires"
+                " WHERE locks.expires <= ? OR locks.owner = excluded.owner",
+                (name, owner, now + ttl_seconds, now),
+            )
+            return cursor.rowcount == 1
+
+    def heartbeat_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend the lease only while `owner` still holds it.
+
+        Checks the owner only, as the seed's lock does, so an owner may revive
+        its own lease shortly after it expired: anyone who had taken it over
+        in between would have replaced the owner, so two holders never coexist.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE locks SET expires = ? WHERE name = ? AND owner = ?", (time.time() + ttl_seconds, name, owner)
+            )
+            return cursor.rowcount == 1
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner)).rowcount == 1
+
+    def lock_owner(self, name: str) -> str | None:
+        """The owner of an unexpired lease, else None."""
+        rows = self._read("SELECT owner FROM locks WHERE name = ? AND expires > ?", (name, time.time()))
+        return rows[0]["owner"] if rows else None
