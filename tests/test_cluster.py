@@ -82,7 +82,7 @@ def test_each_host_sees_only_its_own_directory(cluster):
 
 
 def test_smoke_converges_after_the_run_process_is_killed_mid_ingest(cluster):
-    _, env = cluster
+    cluster_dir, env = cluster
     smoke = _script(env, "smoke", "--receipts", "6", "--kill-ingest", "--timeout", "600", timeout=900)
     out = smoke.stdout
     assert smoke.returncode == 0, out[-6000:] + smoke.stderr[-3000:]
@@ -90,3 +90,25 @@ def test_smoke_converges_after_the_run_process_is_killed_mid_ingest(cluster):
     final = out.strip().splitlines()[-1]
     assert final.startswith("smoke: ") and "OK in" in final
     assert "at most 2 at once" in final  # two ingest runs overlapped, and no more: the pool's limit
+    # No pipeline or Dagster state on the Dagster hosts' disks: only the instance file, and on the code host
+    # the scratch folder (step folders, the Chroma cache) under DATA_DIR.
+    hosts = cluster_dir / "hosts"
+    for host in ("code", "daemon", "web"):
+        assert [p.name for p in (hosts / host / "dagster_home").iterdir()] == ["dagster.yaml"]
+    assert {p.name for p in (hosts / "code" / "scratch").iterdir()} <= {"tmp", "chroma"}
+
+
+def test_cli_runs_the_pipeline_on_the_deployment(cluster):
+    """`run --deployment` with the environment `cluster.sh env` prints: launch, follow the sensors' runs, done."""
+    _, env = cluster
+    exports = _script(env, "env", timeout=30).stdout
+    cli_env = dict(env, **dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines()))
+    cli = Path(sys.executable).with_name("receipt-embeddings")
+    seeded = subprocess.run([str(cli), "demo", "seed", "--receipts", "1"], env=cli_env, capture_output=True,
+                            text=True, timeout=120, cwd=cli_env["DATA_DIR"])
+    assert seeded.returncode == 0, seeded.stderr
+    run = subprocess.run([str(cli), "run", "--deployment", "--kind", "all", "--timeout", "500"], env=cli_env,
+                         capture_output=True, text=True, timeout=600, cwd=cli_env["DATA_DIR"])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "[lines] create batches" in run.stdout and "[words] create batches" in run.stdout
+    assert "[lines] done:" in run.stdout and "[words] done:" in run.stdout

@@ -11,10 +11,11 @@
 #   db .10 PostgreSQL 15 (Dagster's storage)     aws .11 moto (DynamoDB + S3)     chroma .12 `chroma run`
 #   batchapi .13 Batch API (openai provider)     code .14 code server, runs       daemon .15 sensors, queue, retries
 #   web .16 webserver + GraphQL
+# This machine reaches them through the bridge's own address (.1): `env` and `smoke` are a CLI on the machine.
 # Each host runs in a private mount namespace where its own directory ($CLUSTER_DIR/hosts/<host>) is the only
 # one it can see, bound at the same path on every host ($CLUSTER_DIR/host, as a container image's folders
-# are), the other hosts' directories hidden, the repository read-only and /tmp its own.
-# Needs root (namespaces), iproute2 and util-linux. Root: must run as root.
+# are), the other hosts' directories hidden, the repository read-only and /tmp its own; and with its own
+# hostname. Needs root (namespaces), iproute2, util-linux and PostgreSQL's server binaries (PG_BIN).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -108,7 +109,6 @@ SENSOR_INTERVAL_SECONDS=${SENSOR_INTERVAL_SECONDS:-5}
 MAX_REQUESTS_PER_BATCH=${MAX_REQUESTS_PER_BATCH:-150}
 ANONYMIZED_TELEMETRY=False
 EOF
-  aws_env
 }
 
 host_env() {
@@ -140,7 +140,7 @@ on_host() {  # host, command...: replaces this process (exec), so a pid file nam
   local -a env=(PATH="$BIN:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$MOUNT" TMPDIR=/tmp PYTHONPATH="$REPO"
                 LANG=C.UTF-8 PYTHONUNBUFFERED=1)
   while IFS= read -r line; do [ -n "$line" ] && env+=("$line"); done < <(host_env "$host")
-  exec ip netns exec "re-$host" unshare --mount --propagation private \
+  exec ip netns exec "re-$host" unshare --mount --uts --propagation private \
     env -i "${env[@]}" /bin/sh "$REPO/deploy/local/host.sh" "$CLUSTER_DIR" "$host" "$REPO" "$@"
 }
 
@@ -226,6 +226,7 @@ cli() { (set -a; eval "$(cli_env)"; "$BIN/receipt-embeddings" "$@"); }
 
 cli_env() {
   pipeline_env
+  aws_env
   echo "DATA_DIR=$CLUSTER_DIR/cli"
   echo "DAGSTER_HOME=$CLUSTER_DIR/cli/dagster_home"
   echo "DAGSTER_WEBSERVER_URL=http://${ADDR[web]}:3000"
@@ -305,7 +306,7 @@ cmd_down() {
 
 cmd_env() {
   local line
-  while IFS= read -r line; do printf 'export %s\n' "$line"; done < <(cli_env)
+  while IFS= read -r line; do printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"; done < <(cli_env)
 }
 
 cmd_smoke() {

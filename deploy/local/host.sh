@@ -4,6 +4,7 @@
 set -eu
 cluster_dir="$1" host="$2" repo="$3"
 shift 3
+hostname "$host"
 mount -t tmpfs -o size=512m,mode=1777 tmp /tmp
 # Its own folder at the common path, read-write; then the repository (the "image") read-only around it.
 mount --bind "$cluster_dir/hosts/$host" "$cluster_dir/host"

@@ -155,9 +155,8 @@ class KindFollow:
         return self.defs.create_job.name, self.defs.ingest_job.name, self.defs.compaction_job.name
 
 
-def launch_create(deployment: Deployment, kind: str, max_items: int | None = None) -> str:
-    config = {"ops": {f"{kind}__unembedded": {"config": {"max_items": max_items}}}} if max_items else None
-    return deployment.launch(build_kind(kind).create_job.name, config)
+def launch_create(deployment: Deployment, kind: str) -> str:
+    return deployment.launch(build_kind(kind).create_job.name)
 
 
 def follow(deployment: Deployment, create_runs: dict[str, list[str]], since: float, timeout: float,
