@@ -125,8 +125,10 @@ def chroma_host_vectors(settings: Settings) -> dict[str, int] | None:
     if server is None:
         return None
     import chromadb
+    from chromadb.config import Settings as ChromaSettings
 
-    client = chromadb.HttpClient(host=server.host, port=server.port)
+    client = chromadb.HttpClient(host=server.host, port=server.port,
+                                 settings=ChromaSettings(anonymized_telemetry=False))
     return {c.name: client.get_collection(c.name).count() for c in client.list_collections()}
 
 
@@ -222,7 +224,8 @@ def main() -> int:
         f" ({len(done[kind].batches)} batches, v{done[kind].snapshot.get('version')} "
         f"{done[kind].snapshot.get('vectors')} vectors)" for kind in KINDS)
         + f"; ingest runs {len(ingests)}, at most {overlap(ingests)} at once"
-        + f"; chroma host {'snapshot mode' if on_host is None else sum(on_host.values())} vectors"
+        + ("; chroma host unused (snapshot mode)" if on_host is None
+           else f"; chroma host {sum(on_host.values())} vectors in {len(on_host)} collections")
         + f"; {'retried after kill -9' if killer else 'no kill'}"
         + f"; {'OK' if not problems else f'{len(problems)} PROBLEMS'} in {time.monotonic() - started:.0f}s")
     return 0 if not problems else 1
