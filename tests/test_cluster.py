@@ -56,6 +56,8 @@ def cluster():
     up = _script(env, "up", timeout=600)
     try:
         assert up.returncode == 0, up.stderr[-4000:]
+        again = _script(env, "up", timeout=300)  # idempotent: every host answers, nothing is started twice
+        assert again.returncode == 0 and "started" not in again.stderr, again.stderr[-2000:]
         yield cluster_dir, env
     finally:
         down = _script(env, "down", timeout=300)
