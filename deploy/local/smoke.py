@@ -192,7 +192,7 @@ def retry_problems(deployment: Deployment, killer: IngestKiller, runs: list[RunV
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--receipts", type=int, default=12)
+    parser.add_argument("--receipts", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--kill-ingest", action="store_true")
     parser.add_argument("--code-netns", default="re-code", help="the code host's network namespace")
