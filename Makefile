@@ -1,27 +1,40 @@
-# The first commands a user runs; each one creates the virtual environment it needs.
+# The first commands a user runs; each one creates the virtual environment it needs, from the committed lock files.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
-export DAGSTER_DISABLE_TELEMETRY := true
-export ANONYMIZED_TELEMETRY := False
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+# Defaults only: a value from the caller's environment (DAGSTER_HOME=/x make dev) wins.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_DISABLE_TELEMETRY ?= true
+export ANONYMIZED_TELEMETRY ?= False
 
-.PHONY: run test lint dev bench install install-dev clean cluster-test
+.PHONY: run test lint dev bench install install-dev lock clean cluster-test
 
-$(BIN)/activate:
+# uv, pinned, from the package index into the project's own environment: it installs the locks in seconds, showing
+# each package as it goes.
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
+	$(UV) pip install --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: requirements-dev.lock pyproject.toml | $(UV)
+	$(UV) pip install --python $(BIN)/python -r requirements-dev.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# After changing the dependencies in pyproject.toml: pin them again (exact versions and hashes, every platform).
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
+		-o requirements-dev.lock
 
 run: install
 	$(BIN)/receipt-embeddings demo seed --if-empty
@@ -39,7 +52,7 @@ lint: install-dev
 
 dev: install
 	$(BIN)/receipt-embeddings status > /dev/null
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
 
 # The local multi-host cluster, up to down, with a run process killed mid-ingest (root; a few minutes).
 cluster-test: install-dev

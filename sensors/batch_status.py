@@ -16,13 +16,15 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     sensor,
 )
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from embedding_assets.defs.assets import KindDefinitions
+from embedding_assets.domain.models import PROVIDER_LIVE
 from resources.deployment import EmbeddingResource
-from sensors.decisions import MAX_POLLS_PER_TICK, decide_ingests
+from sensors.decisions import MAX_POLLS_PER_TICK, decide_ingests, nothing_finished
 
 
 def failed_ingest_runs(instance: DagsterInstance, job_name: str, batch_id: str) -> int:
@@ -54,6 +56,9 @@ def batch_status_sensor(defs: KindDefinitions, interval_seconds: int = 60):
         decision = decide_ingests(kind, ids, lambda b: failed_ingest_runs(context.instance, defs.ingest_job.name, b))
         for batch_id in decision.given_up:
             context.log.warning(f"batch {batch_id}: its ingest failed too often; relaunch it from the UI")
+        if not decision.launch:
+            live = len(runtime.store.list_batches(kind, PROVIDER_LIVE))
+            return SensorResult(skip_reason=SkipReason(nothing_finished(live, decision.given_up)), cursor=cursor or "")
         return SensorResult(
             run_requests=[RunRequest(partition_key=batch_id, run_key=key) for batch_id, key in decision.launch],
             dynamic_partitions_requests=[defs.partitions.build_add_request(new)] if new else [],

@@ -1,16 +1,24 @@
 """Starts compaction when deltas wait and no compaction of the kind is in flight (`decisions.decide_compaction`).
 
-The lease in the compactor already makes a second compaction give way; this
-check just avoids queueing runs that would only wait for it.
+Two sensors make the same decision: one reacts within seconds to a successful
+ingest (or to a compaction finishing while more deltas came in), so a delta is
+merged as soon as it lands; the other ticks every minute as a safety net (a
+failed compaction, a re-embed's switch check). The lease in the compactor
+already makes a second compaction give way; the in-flight check just avoids
+queueing runs that would only wait for it.
 """
 
 from dagster import (
+    DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    RunStatusSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
+    run_status_sensor,
     sensor,
 )
 
@@ -19,25 +27,44 @@ from embedding_assets.domain.models import Stage
 from resources.deployment import EmbeddingResource
 from sensors.decisions import decide_compaction
 
+# How soon after an ingest succeeds its delta is merged, at most (the sensor daemon's own loop adds a little).
+AFTER_INGEST_SECONDS = 5
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
-def compaction_sensor(defs: KindDefinitions, interval_seconds: int = 60):
-    """`interval_seconds`: SENSOR_INTERVAL_SECONDS, how often waiting deltas are looked for."""
-    kind = defs.kind
-    job = defs.compaction_job
+def _decide(kind: str, job_name: str, instance: DagsterInstance,
+            embedding: EmbeddingResource) -> RunRequest | SkipReason:
+    runtime = embedding.open()
+    waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
+    building = runtime.vectors(kind).next_line().latest()
+    running = instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
+    decision = decide_compaction(waiting, building, running[0].run_id if running else None)
+    if not decision.run:
+        return SkipReason(decision.reason)
+    return RunRequest(run_key=decision.run_key, tags=decision.tags)
+
+
+def compaction_sensor(defs: KindDefinitions, interval_seconds: int = 60) -> SensorDefinition:
+    """The safety net; `interval_seconds` is SENSOR_INTERVAL_SECONDS."""
+    kind, job = defs.kind, defs.compaction_job
 
     @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource) -> RunRequest | SkipReason:
-        runtime = embedding.open()
-        waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
-        building = runtime.vectors(kind).next_line().latest()
-        running = context.instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
-        decision = decide_compaction(waiting, building, running[0].run_id if running else None)
-        if not decision.run:
-            return SkipReason(decision.reason)
-        return RunRequest(run_key=decision.run_key, tags=decision.tags)
+        return _decide(kind, job.name, context.instance, embedding)
+
+    return _sensor
+
+
+def compaction_after_ingest_sensor(defs: KindDefinitions) -> SensorDefinition:
+    kind, job = defs.kind, defs.compaction_job
+
+    @run_status_sensor(name=f"{kind}_compaction_after_ingest_sensor", run_status=DagsterRunStatus.SUCCESS,
+                       monitored_jobs=[defs.ingest_job, job], request_job=job,
+                       minimum_interval_seconds=AFTER_INGEST_SECONDS, default_status=DefaultSensorStatus.RUNNING,
+                       description=f"Runs {kind} compaction seconds after an ingest succeeds, one at a time.")
+    def _sensor(context: RunStatusSensorContext, embedding: EmbeddingResource) -> RunRequest | SkipReason:
+        return _decide(kind, job.name, context.instance, embedding)
 
     return _sensor

@@ -41,6 +41,12 @@ def decide_ingests(kind: str, finished: Sequence[str], failed_runs: Callable[[st
     return decision
 
 
+def nothing_finished(live: int, given_up: Sequence[str]) -> str:
+    """Why a batch-status tick started nothing, for the tick list in the UI."""
+    reason = f"{live} batches live, none finished" if live else "no batch live"
+    return reason + (f"; {len(given_up)} finished batches need their ingest relaunched from the UI" if given_up else "")
+
+
 @dataclass(frozen=True)
 class CompactionDecision:
     run: bool
@@ -65,3 +71,30 @@ def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flig
     assert building is not None
     return CompactionDecision(True, "re-embed switch check", run_key=f"reembed-switch-check-v{building.version}",
                               tags={"reembed": "switch-check"})
+
+
+@dataclass(frozen=True)
+class CreateDecision:
+    """Whether to run create-batches (claim and submit), only its submit step, or nothing."""
+
+    run: bool
+    submit_only: bool
+    reason: str
+
+
+def decide_create(unembedded: int, stranded: int, prepared: int, unclaimable: int = 0) -> CreateDecision:
+    """Create batches only when there is something to claim, so a run with nothing to do is never launched.
+
+    `stranded` items are PENDING with no live batch (a crash between claim and
+    record): a create releases and sends them. `unclaimable` is how many NONE
+    items the last create left as they were (none of them could go): they do
+    not call for another create until more items are released beside them.
+    PREPARED batches held back for the provider's queue only need a submit.
+    """
+    if stranded or unembedded > unclaimable:
+        return CreateDecision(True, False, f"{unembedded} unembedded items, {stranded} stranded PENDING")
+    if prepared:
+        return CreateDecision(False, True, f"{prepared} batches prepared, waiting for room in the provider's queue")
+    if unembedded:
+        return CreateDecision(False, False, f"{unembedded} unembedded items, none of which the last create could send")
+    return CreateDecision(False, False, "nothing to embed: no item is NONE")

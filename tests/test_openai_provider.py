@@ -203,7 +203,7 @@ def test_cli_cancels_in_flight_batches_and_reports_cost_per_receipt(tmp_path, fa
     one = json.loads(out)
     assert one["receipts"] == [first] and one["cost_usd"] == pytest.approx(first["cost_usd"])
     code, out = _cli(monkeypatch, capsys, env, "cost")
-    assert code == 0 and out.splitlines()[-1].startswith(f"total: {total['prompt_tokens']} tokens")
+    assert code == 0 and out.splitlines()[0].startswith(f"total: {total['prompt_tokens']} tokens")
     assert _cli(monkeypatch, capsys, env, "cost", "--receipt", "nonsense")[0] == 2
     assert _cli(monkeypatch, capsys, env, "cost", "--receipt", "missing:1")[0] == 1
 

@@ -6,9 +6,14 @@ import argparse
 import os
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from embedding_assets.cli.common import KIND_CHOICES, print_json
+from embedding_assets.cli.errors import EXIT_FAILED, EXIT_TIMED_OUT
 from embedding_assets.domain.settings import Settings
+
+if TYPE_CHECKING:
+    from embedding_assets.cli.run import RunSummary
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -29,7 +34,6 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
     from embedding_assets.api import open_runtime
     from embedding_assets.cli.run import RunFailed, run_kind
     from embedding_assets.definitions import KIND_DEFS, build_definitions
-    from embedding_assets.domain.vectors import ModelMismatch
 
     defs = build_definitions(settings)
     runtime = open_runtime(settings)
@@ -41,28 +45,36 @@ def _run_kinds(kinds: tuple[str, ...], args: argparse.Namespace, settings: Setti
                                    progress=(lambda _: None) if args.json else print)
             except RunFailed as exc:
                 print(f"[{kind}] {exc}", file=sys.stderr)
-                return 1
-            except ModelMismatch as exc:
-                print(exc, file=sys.stderr)
-                return 2
+                return EXIT_FAILED
             summaries.append(summary)
     if args.json:
         print_json([asdict(s) for s in summaries])
     for s in summaries if not args.json else ():
-        if s.nothing_to_do:
-            print(f"[{s.kind}] nothing to embed: every {s.kind[:-1]} is already embedded, noise or failed "
-                  f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
-        else:
-            print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
-                  f"v{s.snapshot_version} ({s.vectors_of}) with {s.vectors} vectors, "
-                  f"{s.noise} noise, {s.failed} failed, "
-                  f"{s.seconds}s")
-        if s.reembed_waiting:
-            print(f"[{s.kind}] the re-embed is not complete yet: search answers from v{s.snapshot_version} "
-                  f"({s.vectors_of}) until it is; `status` says what it waits for")
-        if s.timed_out:
-            print(f"[{s.kind}] timed out with {s.pending} items still PENDING", file=sys.stderr)
-    return 3 if any(s.timed_out for s in summaries) else 0
+        _print_summary(s)
+    return EXIT_TIMED_OUT if any(s.timed_out for s in summaries) else 0
+
+
+def _print_summary(s: RunSummary) -> None:
+    if s.nothing_to_do:
+        print(f"[{s.kind}] nothing to embed: every {s.kind[:-1]} is already embedded, noise or failed "
+              f"(snapshot v{s.snapshot_version}, {s.vectors} vectors)")
+    else:
+        print(f"[{s.kind}] done: {s.embedded} {s.kind} embedded in {s.batches} batches, snapshot "
+              f"v{s.snapshot_version} ({s.vectors_of}) with {s.vectors} vectors, {s.noise} noise, "
+              f"{s.failed} failed, {s.seconds}s")
+    for key, error in s.failed_sample.items():
+        print(f"[{s.kind}] FAILED {key}: {error}")
+    if s.failed:
+        print(f"[{s.kind}] {s.failed} {s.kind} FAILED after every attempt; `status` lists them, "
+              f"`retry-failed --kind {s.kind}` sends them again")
+    if s.unsendable:
+        print(f"[{s.kind}] {s.unsendable} {s.kind} are NONE but could not be sent (see the create run in the UI)")
+    if s.reembed_waiting:
+        print(f"[{s.kind}] the re-embed is not complete yet: search answers from v{s.snapshot_version} "
+              f"({s.vectors_of}) until it is; `status` says what it waits for")
+    if s.timed_out:
+        why = s.waiting_for or f"{s.pending} items still PENDING"
+        print(f"[{s.kind}] timed out: {why}; run again, or raise --timeout", file=sys.stderr)
 
 
 def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,7 +26,8 @@ from embedding_assets.cli.commands_lifecycle import (
 )
 from embedding_assets.cli.commands_pipeline import cmd_reembed, cmd_run
 from embedding_assets.cli.common import KIND_CHOICES
-from embedding_assets.domain.settings import ConfigError, Settings
+from embedding_assets.cli.errors import EXIT_USAGE, explain
+from embedding_assets.domain.settings import Settings
 
 
 def _ensure_dagster_home() -> None:
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     seed = demo.add_parser("seed", help="write deterministic synthetic receipts into the store")
-    seed.add_argument("--receipts", type=int, default=200)
+    seed.add_argument("--receipts", type=int, default=200, help="how many receipts to add, new to the store")
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument("--if-empty", action="store_true", help="do nothing when the store already holds receipts")
     seed.set_defaults(func=cmd_seed)
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cost = sub.add_parser("cost", help="embedding cost per receipt, from the provider's usage")
     cost.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only this receipt")
+    cost.add_argument("--top", type=int, default=10, metavar="N", help="the N costliest receipts (0: all)")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cmd_cost)
 
@@ -141,15 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _ensure_dagster_home()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     if getattr(args, "k", 1) < 1 or getattr(args, "receipts", 1) < 1:
         print("-k and --receipts must be >= 1", file=sys.stderr)
-        return 2
-    return args.func(args, settings)
+        return EXIT_USAGE
+    try:
+        return args.func(args, Settings.from_env())
+    except (Exception, KeyboardInterrupt) as exc:
+        known = explain(exc)
+        if known is None:
+            raise
+        print(known[1], file=sys.stderr)
+        return known[0]
 
 
 if __name__ == "__main__":

@@ -62,13 +62,33 @@ NDJSON_SUFFIXES = frozenset({".ndjson", ".jsonl"})
 _SLACK = 1e-6
 
 
-class ReceiptImportError(ValueError):
-    """The file cannot be imported; `record` and `field` locate the problem when known."""
+# Bad records named in one failed import, at most: enough to fix a file in one pass, not a flood.
+MAX_REPORTED = 20
 
-    def __init__(self, message: str, record: str | None = None, field: str | None = None) -> None:
+
+class ReceiptImportError(ValueError):
+    """The file cannot be imported; `record` and `field` locate the problem when known.
+
+    A file with several bad records raises one error for all of them: `problems`
+    holds each record's own error (the first `MAX_REPORTED`), `bad_records`
+    counts them all, and `record`/`field` are the first one's.
+    """
+
+    def __init__(self, message: str, record: str | None = None, field: str | None = None,
+                 problems: list[ReceiptImportError] | None = None, bad_records: int = 1) -> None:
         super().__init__(message)
         self.record = record
         self.field = field
+        self.problems = problems if problems is not None else [self]
+        self.bad_records = bad_records
+
+
+def _all_of(problems: list[ReceiptImportError]) -> ReceiptImportError:
+    if len(problems) == 1:
+        return problems[0]
+    first = problems[0]
+    return ReceiptImportError(f"{len(problems)} bad records, the first: {first}", first.record, first.field,
+                              problems[:MAX_REPORTED], len(problems))
 
 
 class _FieldError(Exception):
@@ -210,38 +230,45 @@ def _label(where: str, context: dict[str, Any]) -> str:
 
 
 def _build(records: Iterable[tuple[str, Any]]) -> list[Receipt]:
+    """Every record checked, so one failed import names every bad record; nothing is returned if any is bad."""
     out: list[Receipt] = []
+    problems: list[ReceiptImportError] = []
     first_seen: dict[tuple[str, int], str] = {}
     for where, obj in records:
+        if isinstance(obj, ReceiptImportError):  # a line that is not JSON
+            problems.append(obj)
+            continue
         context: dict[str, Any] = {}
         try:
             receipt = _receipt(obj, context)
         except _FieldError as exc:
             label = _label(where, context)
-            raise ReceiptImportError(f"{label}: {exc}", record=label, field=exc.field or None) from None
+            problems.append(ReceiptImportError(f"{label}: {exc}", record=label, field=exc.field or None))
+            continue
         key = (receipt.image_id, receipt.receipt_id)
         if key in first_seen:
             label = _label(where, context)
-            raise ReceiptImportError(
-                f"{label}: receipt_id: duplicate receipt, first seen at {first_seen[key]}",
-                record=label, field="receipt_id",
-            )
+            message = f"{label}: receipt_id: duplicate receipt, first seen at {first_seen[key]}"
+            problems.append(ReceiptImportError(message, record=label, field="receipt_id"))
+            continue
         first_seen[key] = where
         out.append(receipt)
+    if problems:
+        raise _all_of(problems)
     return out
 
 
 def _ndjson_records(text: str) -> Iterator[tuple[str, Any]]:
+    """(where, parsed record), or (where, ReceiptImportError) for a line that does not parse."""
     # Only "\n" ends a record: str.splitlines would also split inside strings holding U+2028 and the like.
     for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
+        where = f"line {number}"
         try:
-            obj = json.loads(raw)
+            yield where, json.loads(raw)
         except json.JSONDecodeError as exc:
-            where = f"line {number}"
-            raise ReceiptImportError(f"{where}: invalid JSON at column {exc.colno}: {exc.msg}", record=where) from None
-        yield f"line {number}", obj
+            yield where, ReceiptImportError(f"{where}: invalid JSON at column {exc.colno}: {exc.msg}", record=where)
 
 
 def _first_line_parses(text: str) -> bool:

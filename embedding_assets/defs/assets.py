@@ -7,8 +7,9 @@ metadata with counts, tokens and seconds, and asset checks on the invariants.
 
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagster import (
     AssetCheckSpec,
@@ -19,18 +20,61 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    RetryRequested,
     ScheduleDefinition,
     asset,
 )
 
 from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
 from embedding_assets.defs.jobs import kind_jobs
+from embedding_assets.domain.lease import LeaseHeld
+from embedding_assets.domain.vectors import NEXT
 from embedding_assets.steps.consistency import sampled_agreement
 from embedding_assets.steps.estimate import backlog
+from embedding_assets.wiring import Runtime
 from resources.deployment import EmbeddingResource
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+T = TypeVar("T")
+
+# Who answers for these assets, as the asset pages show it.
+OWNER = "team:receipt-embeddings"
+
+# Tries of a step whose lease another live process holds, and the longest wait between two.
+LEASE_RETRIES = 5
+LEASE_RETRY_MAX_SECONDS = 60.0
+
+
+def _retry_when_held(context: AssetExecutionContext, work: Callable[[], T]) -> T:
+    """A lease held by a live process is a wait, not an error: the step is tried again once it may be free."""
+    try:
+        return work()
+    except LeaseHeld as held:
+        wait = min(max(held.seconds_left, 5.0), LEASE_RETRY_MAX_SECONDS)
+        context.log.warning(f"{held}; trying again in {wait:.0f}s")
+        raise RetryRequested(max_retries=LEASE_RETRIES, seconds_to_wait=wait) from held
+
+
+def _delta_location(runtime: Runtime, batch_id: str) -> dict[str, Any]:
+    record = runtime.store.get_batch(batch_id)
+    if record is None or not record.delta_key:
+        return {}
+    return {"location": MetadataValue.path(runtime.objects.uri(record.delta_key))}
+
+
+def _snapshot_facts(runtime: Runtime, kind: str, line: str) -> dict[str, Any]:
+    """What the asset page shows of the version the compaction left on its line: model, size and where it lies."""
+    serving = runtime.vectors(kind)
+    # After a re-embed's switch the NEXT line is closed and serving holds what it built.
+    pointer = (serving.next_line().latest() if line == NEXT else None) or serving.latest()
+    if pointer is None:
+        return {}
+    facts: dict[str, Any] = {"model": pointer.model or "not recorded", "dimensions": pointer.dimensions or 0}
+    if pointer.published:
+        facts["location"] = MetadataValue.path(runtime.objects.uri(pointer.key))
+    return facts
 
 
 # Concurrency pools (limits in the instance: deploy/dagster.yaml). Both kinds' create-batches runs share one
@@ -72,20 +116,26 @@ class KindDefinitions:
     def compaction_job(self) -> "UnresolvedAssetJobDefinition":
         return self.jobs["compaction"]
 
+    @property
+    def checks_job(self) -> "UnresolvedAssetJobDefinition":
+        return self.jobs["batch_checks"]
+
 
 def build_kind(kind: str) -> KindDefinitions:
     partitions = DynamicPartitionsDefinition(name=f"{kind}_batches")  # KindDefinitions.partitions_name
     key = lambda name: AssetKey([kind, name])  # noqa: E731
-    common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind])
+    common: dict[str, Any] = dict(group_name=kind, key_prefix=[kind], owners=[OWNER])
+    tags = lambda stage: {"embeds": kind, "stage": stage}  # noqa: E731
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
-           pool=SUBMISSION_POOL, **common)
+           pool=SUBMISSION_POOL, tags=tags("prepare"), **common)
     def unembedded(
         context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
         started = time.monotonic()
         runtime = embedding.open()
-        report = runtime.pipeline.prepare(kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info)
+        report = _retry_when_held(context, lambda: runtime.pipeline.prepare(
+            kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info))
         waiting = backlog(runtime.pipeline, kind)
         return MaterializeResult(metadata={
             "backlog": waiting.describe(), "backlog_items": waiting.items, "backlog_tokens": waiting.tokens,
@@ -97,7 +147,7 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_ids": MetadataValue.json(report.batches), "seconds": round(time.monotonic() - started, 3),
         })
 
-    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, pool=SUBMISSION_POOL,
+    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, pool=SUBMISSION_POOL, tags=tags("submit"),
            description="Uploads PREPARED request files and creates provider batches.", **common)
     def submitted_batches(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         started = time.monotonic()
@@ -113,8 +163,8 @@ def build_kind(kind: str) -> KindDefinitions:
         })
 
     @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
-           pool=INGEST_POOL, description="One partition per finished provider batch: its vectors as a Parquet delta.",
-           **common)
+           pool=INGEST_POOL, tags=tags("ingest"), **common,
+           description="One partition per finished provider batch: its vectors as a Parquet delta.")
     def embedding_deltas(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
         report = runtime.pipeline.ingest(context.partition_key, context.log.info)
@@ -124,16 +174,18 @@ def build_kind(kind: str) -> KindDefinitions:
             "released": report.released, "dead_lettered": report.dead_lettered, "prompt_tokens": report.prompt_tokens,
             "cost_usd": report.cost_usd, "model": runtime.provider.model,
             "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
+            "dagster/row_count": report.vectors, **_delta_location(runtime, context.partition_key),
         })
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",
            check_specs=[AssetCheckSpec(COMPACTION_CHECK, asset=key("chroma_snapshot"), description=(
                "Every item this compaction touched is SUCCESS exactly when a vector stands for it, and a random "
                "sample of vectors stands for SUCCESS items (the full comparison is `vectors_match_store`)."))],
-           description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.", **common)
+           tags=tags("compact"), **common,
+           description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.")
     def chroma_snapshot(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
-        report = runtime.compactor(kind).run(context.log.info)
+        report = _retry_when_held(context, lambda: runtime.compactor(kind).run(context.log.info))
         agreement = sampled_agreement(runtime.store, runtime.vectors(kind), report.touched)
         return MaterializeResult(check_results=[agreement_result(COMPACTION_CHECK, agreement)], metadata={
             "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
@@ -141,7 +193,8 @@ def build_kind(kind: str) -> KindDefinitions:
             "removed": report.removed, "changes_read": report.changes_read, "full_scan": report.full_scan,
             "published": report.published, "pruned_versions": len(report.pruned),
             "line": report.line, "reembed_switched": report.switched, "superseded_deltas": report.superseded,
-            "model": runtime.provider.model, "seconds": round(report.seconds, 3),
+            "seconds": round(report.seconds, 3), "prompt_tokens": report.prompt_tokens, "cost_usd": report.cost_usd,
+            "dagster/row_count": report.vectors, **_snapshot_facts(runtime, kind, report.line),
         })
 
     assets = [unembedded, submitted_batches, embedding_deltas, chroma_snapshot]

@@ -20,6 +20,8 @@ from resources.deployment import EmbeddingResource
 
 COMPACTION_CHECK = "success_matches_snapshot"
 RECONCILE_CHECK = "vectors_match_store"
+# The checks on batches in flight, run on their own schedule too (`sensors.schedules.checks_schedule`).
+BATCH_CHECKS = ("no_pending_without_batch", "no_stuck_batches")
 
 
 def agreement_result(name: str, agreement: Agreement) -> AssetCheckResult:

@@ -1,8 +1,8 @@
 """The jobs and schedules of one kind.
 
-Create-batches is hourly but ships STOPPED, so nothing is sent (or paid for)
-until a person turns it on; reconcile is daily and RUNNING, since it only
-reads the store and repairs the collection.
+Reconcile is daily and RUNNING, since it only reads the store and repairs the
+collection. The create-batches schedule, which looks at the store before it
+launches, and the batch checks' schedule are in `sensors.schedules`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dagster import (
     define_asset_job,
 )
 
-from embedding_assets.defs.checks import RECONCILE_CHECK
+from embedding_assets.defs.checks import BATCH_CHECKS, RECONCILE_CHECK
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -47,17 +47,17 @@ def kind_jobs(kind: str, partitions: DynamicPartitionsDefinition,
             f"{kind}_compaction", selection=AssetSelection.assets(key("chroma_snapshot")) - reconcile_check,
             description="Merge waiting deltas into a new snapshot version.",
         ),
+        "batch_checks": define_asset_job(
+            f"{kind}_batch_checks", selection=AssetSelection.checks(*[c for c in checks if any(
+                k.name in BATCH_CHECKS for k in c.check_keys)]),
+            description="The batch checks on their own, on a schedule: they watch while batches are out.",
+        ),
         "reconcile": define_asset_job(
             f"{kind}_reconcile", selection=reconcile_check,
             description="Compare every vector with every item; remove vectors of items gone, resend items lacking one.",
         ),
     }
     schedules = [
-        ScheduleDefinition(
-            name=f"{kind}_create_batches_schedule", job=jobs["create_batches"], cron_schedule="0 * * * *",
-            default_status=DefaultScheduleStatus.STOPPED,
-            description="Hourly batch creation; off by default so nothing is sent (or paid for) until you turn it on.",
-        ),
         ScheduleDefinition(
             name=f"{kind}_reconcile_schedule", job=jobs["reconcile"], cron_schedule="30 3 * * *",
             default_status=DefaultScheduleStatus.RUNNING,

@@ -189,3 +189,25 @@ class BatchRecord:
     submitted_at: str | None = None
     updated_at: str = ""
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process behind a lease owner: enough to prove it dead when it ran on this host.
+
+    `started` is the process's start time (epoch seconds), so a pid reused by a
+    later process is not taken for the holder.
+    """
+
+    host: str
+    pid: int
+    started: float
+
+
+@dataclass(frozen=True)
+class LockState:
+    """An unexpired lease as the store holds it; `holder` is None for owners that record none (the seed's)."""
+
+    owner: str
+    expires: float
+    holder: LockHolder | None = None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedding_assets.domain.models import BatchRecord, Item, Receipt, Stage
+from embedding_assets.domain.models import BatchRecord, Item, LockHolder, LockState, Receipt, Stage
 from embedding_assets.domain.tokens import Tokenizer
 from embedding_assets.domain.vectors import Pointer, Staged
 
@@ -108,7 +108,12 @@ class ReceiptStore(Protocol):
     def list_batches(self, kind: str, stages: Iterable[Stage] | None = None) -> list[BatchRecord]:
         """Records of `kind` (all stages when None), oldest first."""
 
-    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
+                     replacing: str | None = None) -> bool:
+        """Take a free or expired lease, or renew our own; also one `replacing` still holds (a dead holder's).
+
+        One conditional write, so of two processes taking the same lease over, one wins.
+        """
 
     def heartbeat_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Extend the lease only while `owner` still holds it."""
@@ -117,6 +122,9 @@ class ReceiptStore(Protocol):
 
     def lock_owner(self, name: str) -> str | None:
         """The owner of an unexpired lease, else None."""
+
+    def lock_state(self, name: str) -> LockState | None:
+        """The unexpired lease with its holder's process, else None."""
 
 
 class ObjectNotFound(KeyError):
@@ -139,6 +147,9 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def uri(self, key: str) -> str:
+        """Where the object lives, for a person to find it: a file path, or s3://bucket/key."""
 
 
 @dataclass

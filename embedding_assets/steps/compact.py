@@ -64,6 +64,8 @@ class CompactionReport:
     line: str = SERVING
     switched: bool = False
     superseded: int = 0
+    prompt_tokens: int = 0  # of the deltas merged, as their batches' usage recorded them
+    cost_usd: float = 0.0
     pruned: list[str] = field(default_factory=list)
     # Item keys this compaction marked or whose vectors it removed: what the asset check verifies first.
     touched: list[str] = field(default_factory=list)
@@ -100,6 +102,8 @@ class Compactor:
             report.line = target.line
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
+            report.prompt_tokens = sum(r.prompt_tokens for r in records)
+            report.cost_usd = round(sum(r.cost_usd for r in records), 8)
             merged: dict[str, Merged] = {}
             with target.writable(self.model, self.dimensions) as (collection, pointer):
                 for record in records:

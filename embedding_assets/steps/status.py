@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -24,6 +25,26 @@ def reaped_batches(batches: list[BatchRecord], limit: int = DEAD_LETTER_SAMPLE) 
     """The most recently reaped batches, with why they were given up on."""
     reaped = [b for b in batches if b.stage == Stage.REAPED]
     return {b.batch_id: b.last_error or "" for b in reaped[-limit:]}
+
+
+@dataclass(frozen=True)
+class CreateWork:
+    """What a create-batches run would find to do, counted before one is launched."""
+
+    unembedded: int
+    stranded: int  # PENDING with no live batch: left by a crash between claim and record
+    prepared: int  # request files waiting for room in the provider's queue
+    unfinished: frozenset[str]  # ids of batches not yet merged: prepared, with the provider, or a delta waiting
+
+
+def create_work(store: ReceiptStore, kind: str) -> CreateWork:
+    """Strandedness is only looked for when nothing is in flight: while batches are out, their items are PENDING."""
+    counts = store.status_counts(kind)
+    unfinished = store.list_batches(kind, [Stage.PREPARED, Stage.DELTA_READY, *PROVIDER_LIVE])
+    pending = counts.get(Status.PENDING.value, 0)
+    stranded = len(store.pending_without_live_batch(kind)) if pending and not unfinished else 0
+    return CreateWork(counts.get(Status.NONE.value, 0), stranded, sum(b.stage == Stage.PREPARED for b in unfinished),
+                      frozenset(b.batch_id for b in unfinished))
 
 
 def kind_status(store: ReceiptStore, snapshots: VectorLine) -> dict[str, Any]:

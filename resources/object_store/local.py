@@ -92,6 +92,9 @@ class LocalObjectStore:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
 
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
     def _path(self, key: str) -> Path:
         check_key(key)
         path = self.root.joinpath(*key.split("/")).resolve()

@@ -89,6 +89,9 @@ class S3ObjectStore:
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold
         )
 
+    def uri(self, key: str) -> str:
+        return f"s3://{self._bucket(key)}/{key}"
+
     def _bucket(self, key: str) -> str:
         check_key(key)
         return self.requests_bucket if key.startswith(REQUESTS_PREFIX) else self.chroma_bucket

@@ -1,9 +1,18 @@
-"""DynamoLeases as the seed's compaction lock items. A lease is expired once `expires` is not after now."""
+"""DynamoLeases as the seed's compaction lock items. A lease is expired once `expires` is not after now.
+
+Our leases add the holder's process as `holder_host`, `holder_pid` and
+`holder_started` (its start time, epoch seconds): attributes the seed neither
+reads nor writes, beside its own layout, so a holder that died on this host can
+be taken over at once.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
+from embedding_assets.domain.models import LockHolder, LockState
 from resources.receipt_store.dynamodb_expressions import Expression, dump
 from resources.receipt_store.dynamodb_keys import check_owner, lock_key
 from resources.receipt_store.dynamodb_records import current_time, iso
@@ -13,18 +22,25 @@ from resources.receipt_store.dynamodb_table import DynamoTable
 class DynamoLeases(DynamoTable):
     """Take, renew, release and read a lease with one conditional write or consistent read each."""
 
-    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        """Take a free or expired lease, or renew one `owner` already holds, with one conditional put."""
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
+                     replacing: str | None = None) -> bool:
+        """Take a free or expired lease, renew our own or take one over from `replacing`, with one conditional put."""
         key, collection = lock_key(name)
         check_owner(owner)
         now = current_time()
         expires = iso(now + timedelta(seconds=ttl_seconds))
-        item = {"PK": key["PK"]["S"], "SK": "LOCK", "TYPE": "COMPACTION_LOCK", "GSI1PK": f"LOCK#{collection}",
-                "GSI1SK": f"EXPIRES#{expires}", "owner": owner, "expires": expires, "heartbeat": iso(now),
-                "collection": collection}
+        item: dict[str, Any] = {
+            "PK": key["PK"]["S"], "SK": "LOCK", "TYPE": "COMPACTION_LOCK", "GSI1PK": f"LOCK#{collection}",
+            "GSI1SK": f"EXPIRES#{expires}", "owner": owner, "expires": expires, "heartbeat": iso(now),
+            "collection": collection}
+        if holder is not None:
+            item |= {"holder_host": holder.host, "holder_pid": holder.pid,
+                     "holder_started": Decimal(str(holder.started))}
         e = Expression()
         condition = (f"attribute_not_exists(PK) OR {e.n('expires')} < {e.v(iso(now))}"
                      f" OR {e.n('owner')} = {e.v(owner)}")
+        if replacing is not None:
+            condition += f" OR {e.n('owner')} = {e.v(replacing)}"
         return self._conditional("put_item", Item=dump(item), ConditionExpression=condition, **e.kwargs())[0]
 
     def heartbeat_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
@@ -57,3 +73,12 @@ class DynamoLeases(DynamoTable):
         if lock is None or lock.get("expires", "") <= iso(current_time()):
             return None
         return lock.get("owner")
+
+    def lock_state(self, name: str) -> LockState | None:
+        key, _ = lock_key(name)
+        lock = self._get(key)
+        if lock is None or lock.get("expires", "") <= iso(current_time()):
+            return None
+        holder = (LockHolder(lock["holder_host"], int(lock["holder_pid"]), float(lock["holder_started"]))
+                  if "holder_host" in lock else None)
+        return LockState(lock["owner"], datetime.fromisoformat(lock["expires"]).timestamp(), holder)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from embedding_assets.domain.models import BatchRecord, Stage
+from embedding_assets.domain.models import BatchRecord, LockHolder, LockState, Stage
 from resources.receipt_store.rules import check_batch_changes
 from resources.receipt_store.sqlite_database import SqliteDatabase
 from resources.receipt_store.sqlite_schema import BATCH_FIELDS, batch_column, now_iso, row_batch
@@ -72,19 +72,24 @@ class SqliteBatches(SqliteDatabase):
 class SqliteLeases(SqliteDatabase):
     """Leases: a lease is expired once `expires` (epoch seconds) is not after now."""
 
-    def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        """Take a free or expired lease, or renew one `owner` already holds.
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
+                     replacing: str | None = None) -> bool:
+        """Take a free or expired lease, renew one `owner` already holds, or take one over from `replacing`.
 
         A single upsert whose update is conditional, so two processes racing
-        for a free lease cannot both see it free.
+        for a free lease (or for a dead holder's) cannot both win it.
         """
         now = time.time()
+        host, pid, started = (holder.host, holder.pid, holder.started) if holder else (None, None, None)
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO locks (name, owner, expires) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires"
-                " WHERE locks.expires <= ? OR locks.owner = excluded.owner",
-                (name, owner, now + ttl_seconds, now),
+                "INSERT INTO locks (name, owner, expires, holder_host, holder_pid, holder_started)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires,"
+                " holder_host = excluded.holder_host, holder_pid = excluded.holder_pid,"
+                " holder_started = excluded.holder_started"
+                " WHERE locks.expires <= ? OR locks.owner = excluded.owner OR locks.owner = ?",
+                (name, owner, now + ttl_seconds, host, pid, started, now, replacing),
             )
             return cursor.rowcount == 1
 
@@ -109,3 +114,12 @@ class SqliteLeases(SqliteDatabase):
         """The owner of an unexpired lease, else None."""
         rows = self._read("SELECT owner FROM locks WHERE name = ? AND expires > ?", (name, time.time()))
         return rows[0]["owner"] if rows else None
+
+    def lock_state(self, name: str) -> LockState | None:
+        rows = self._read("SELECT * FROM locks WHERE name = ? AND expires > ?", (name, time.time()))
+        if not rows:
+            return None
+        row = rows[0]
+        holder = (LockHolder(row["holder_host"], row["holder_pid"], row["holder_started"])
+                  if row["holder_host"] is not None else None)
+        return LockState(row["owner"], row["expires"], holder)

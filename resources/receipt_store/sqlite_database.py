@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resources.receipt_store.sqlite_schema import SCHEMA
+from resources.receipt_store.sqlite_schema import ADDED_COLUMNS, SCHEMA
 
 # Long enough to ride out another process's put_receipts of a large import.
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -36,6 +36,9 @@ class SqliteDatabase:
         with self._write() as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:

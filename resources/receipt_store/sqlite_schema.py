@@ -128,6 +128,14 @@ SCHEMA = (
     """,
 )
 
+# Columns added after the first release, which a store made before them lacks: (table, column, type).
+ADDED_COLUMNS = (
+    # The lease holder's process, so a holder that died on this host can be taken over at once.
+    ("locks", "holder_host", "TEXT"),
+    ("locks", "holder_pid", "INTEGER"),
+    ("locks", "holder_started", "REAL"),
+)
+
 ITEM_COLUMNS = (
     "key, kind, image_id, receipt_id, receipt_key, line_id, word_id, text, x, y, width, height,"
     " confidence, status, is_noise, attempts, batch_id, last_error, updated_at"

@@ -1,0 +1,108 @@
+"""Expected conditions reach a CLI user as one line on stderr and an exit code the README lists, never a traceback;
+in a Dagster run, a held lease is a retried step."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from dagster import DagsterEventType
+
+from embedding_assets.cli import main as cli
+from embedding_assets.cli.errors import EXIT_BUSY, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
+from embedding_assets.definitions import KIND_DEFS, build_definitions
+from embedding_assets.domain.lease import Lease, compaction_lease
+from embedding_assets.domain.settings import Settings
+from embedding_assets.wiring import Runtime
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> dict[str, str]:
+    values = {"DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster"),
+              "LOCK_DURATION_MINUTES": "1", "HEARTBEAT_INTERVAL_SECONDS": "2"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_a_lease_held_by_a_live_process_is_waited_for_within_the_timeout(env, capsys):
+    assert cli.main(["demo", "seed", "--receipts", "1"]) == 0
+    store = Runtime.from_settings(Settings.from_env(env)).store
+    with Lease(store, "lines-create", 60, 20):  # this process: alive, so never taken over
+        started = time.monotonic()
+        code = cli.main(["run", "--kind", "lines", "--timeout", "1"])
+        waited = time.monotonic() - started
+    out = capsys.readouterr()
+    assert code == EXIT_TIMED_OUT and 1 <= waited < 30
+    assert "[lines] waiting for lease lines-create, held by process" in out.out
+    assert "Traceback" not in out.err and out.err.strip().splitlines() == [
+        line for line in out.err.strip().splitlines() if "timed out: lease lines-create still held by process" in line]
+
+
+def test_a_command_that_needs_a_held_lease_says_who_holds_it(env, capsys):
+    assert cli.main(["demo", "seed", "--receipts", "1"]) == 0
+    assert cli.main(["run", "--kind", "lines"]) == 0
+    capsys.readouterr()
+    store = Runtime.from_settings(Settings.from_env(env)).store
+    with Lease(store, compaction_lease("lines"), 60, 20):
+        assert cli.main(["reembed", "--kind", "lines", "--no-run"]) == EXIT_BUSY
+    line = one_line_error(capsys)
+    assert f"lease 'chroma-lines-compaction' is held by process {os.getpid()}" in line and "try again" in line
+
+
+def test_a_missing_snapshot_and_a_bad_setting_are_one_line_each(env, capsys, monkeypatch):
+    assert cli.main(["search", "total", "--kind", "lines"]) == EXIT_FAILED
+    assert "no lines snapshot published yet" in one_line_error(capsys)
+    monkeypatch.setenv("CHUNK_SIZE", "lots")
+    assert cli.main(["status"]) == EXIT_USAGE
+    assert one_line_error(capsys).startswith("configuration error:")
+
+
+def test_an_endpoint_that_does_not_answer_is_one_line(env, capsys, monkeypatch, fake_api):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    for name, value in {"EMBEDDING_PROVIDER": "openai", "OPENAI_BASE_URL": fake_api.base_url,
+                        "EMBEDDING_DIMENSIONS": "32", "OPENAI_MAX_RETRIES": "0", "OPENAI_TIMEOUT_SECONDS": "5"}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "seed", "--receipts", "1"]) == 0
+    assert cli.main(["run", "--kind", "lines", "--timeout", "120"]) == 0
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{closed.getsockname()[1]}/v1")
+    capsys.readouterr()
+    assert cli.main(["search", "total", "--kind", "lines"]) == EXIT_UNREACHABLE
+    assert one_line_error(capsys).startswith("cannot reach a backend:")
+
+
+def retry_requested(instance) -> bool:
+    runs = instance.get_runs()
+    return bool(runs) and bool(
+        instance.get_records_for_run(runs[0].run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records)
+
+
+def test_a_held_lease_in_a_dagster_run_is_a_retried_step_not_a_failure(settings, instance):
+    """The lease is held (alive, heartbeating) until the step has asked for its retry, then released."""
+    store = Runtime.from_settings(settings).store
+    job = build_definitions(settings).resolve_job_def(KIND_DEFS["lines"].compaction_job.name)
+    results = []
+    with Lease(store, compaction_lease("lines"), 6.0, 2.0):
+        worker = threading.Thread(target=lambda: results.append(
+            job.execute_in_process(instance=instance, raise_on_error=False)))
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not retry_requested(instance):
+            assert worker.is_alive() and time.monotonic() < deadline
+            time.sleep(0.2)
+    worker.join(120)
+    (result,) = results
+    assert result.success
+    logged = [r.user_message for r in instance.all_logs(result.run_id) if "trying again in" in r.user_message]
+    assert logged and "is held by process" in logged[0]
