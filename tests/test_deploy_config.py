@@ -111,3 +111,12 @@ def test_secrets_reach_resources_only_as_env_vars():
     values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
     env = values["dagster-user-deployments"]["deployments"][0]["env"]
     assert not any("KEY" in e["name"] or "TOKEN" in e["name"] or "SECRET" in e["name"] for e in env)
+
+
+def test_image_installs_what_the_makefile_installs():
+    """The same lock, the same pinned uv, and the project without dependencies, as `make install`."""
+    dockerfile, makefile = (DEPLOY / "Dockerfile").read_text(), (ROOT / "Makefile").read_text()
+    uv_version = re.search(r"^UV_VERSION := (\S+)", makefile, re.M).group(1)
+    assert f"ARG UV_VERSION={uv_version}" in dockerfile
+    assert "-r requirements.lock" in makefile and "-r requirements.lock" in dockerfile
+    assert "--no-deps -e ." in makefile and "--no-deps ." in dockerfile
