@@ -1,4 +1,4 @@
-"""Starts compaction when deltas wait and no compaction of the kind is in flight (`decisions.decide_compaction`).
+"""Starts compaction when deltas or changes wait and none of the kind is in flight (`decisions.decide_compaction`).
 
 Two sensors make the same decision: one reacts within seconds to a successful
 ingest (or to a compaction finishing while more deltas came in), so a delta is
@@ -24,6 +24,7 @@ from dagster import (
 
 from embedding_assets.defs.assets import KindDefinitions
 from embedding_assets.domain.models import Stage
+from embedding_assets.steps.stale import changes_waiting
 from resources.deployment import EmbeddingResource
 from sensors.decisions import decide_compaction
 
@@ -38,7 +39,8 @@ def _decide(kind: str, job_name: str, instance: DagsterInstance,
     waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
     building = runtime.vectors(kind).next_line().latest()
     running = instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
-    decision = decide_compaction(waiting, building, running[0].run_id if running else None)
+    decision = decide_compaction(waiting, building, running[0].run_id if running else None,
+                                 changes_waiting(runtime.store, runtime.vectors(kind)))
     if not decision.run:
         return SkipReason(decision.reason)
     return RunRequest(run_key=decision.run_key, tags=decision.tags)

@@ -55,19 +55,25 @@ class CompactionDecision:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None) -> CompactionDecision:
-    """Compact when deltas wait and no compaction of the kind is in flight.
+def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None,
+                      changes_waiting: int = 0) -> CompactionDecision:
+    """Compact when deltas wait, or the store's change feed holds changes the published version has not
+    applied (a deletion reaches search without waiting for the next delta), and no compaction of the
+    kind is in flight.
 
     While a re-embed runs, also once per NEXT version with no deltas: that
     compaction switches search over if nothing is left to re-embed (the last
     waiting items were deleted, or a crash came between marking and switching).
     """
-    if not deltas_waiting and building is None:
-        return CompactionDecision(False, "no deltas waiting")
+    if not deltas_waiting and not changes_waiting and building is None:
+        return CompactionDecision(False, "no deltas waiting, no changes to apply")
     if run_in_flight:
         return CompactionDecision(False, f"compaction run {run_in_flight} still in flight")
     if deltas_waiting:
         return CompactionDecision(True, f"{deltas_waiting} deltas waiting", tags={"deltas": str(deltas_waiting)})
+    if changes_waiting:
+        return CompactionDecision(True, f"{changes_waiting} changed items to apply",
+                                  tags={"changes": str(changes_waiting)})
     assert building is not None
     return CompactionDecision(True, "re-embed switch check", run_key=f"reembed-switch-check-v{building.version}",
                               tags={"reembed": "switch-check"})

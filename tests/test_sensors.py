@@ -93,3 +93,22 @@ def test_compaction_sensor_waits_for_deltas_and_for_a_running_compaction(setting
     with build_sensor_context(instance=instance, resources=defs.resources) as context:
         skipped = sensor(context)
     assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message
+
+
+def test_compaction_sensor_applies_a_deletion_without_waiting_for_a_delta(settings, runtime, instance, demo_receipts):
+    from tests.crashes import drive
+
+    defs = build_definitions(settings)
+    sensor = compaction_sensor(KIND_DEFS["lines"])
+    runtime.store.put_receipts(demo_receipts[:2])
+    drive(runtime, "lines")
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        assert isinstance(sensor(context), SkipReason), "everything applied: nothing to do"
+    gone = demo_receipts[0]
+    removed = runtime.store.delete_receipt(gone.image_id, gone.receipt_id)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        request = sensor(context)
+    assert removed > len(gone.lines) and request.tags == {"changes": str(len(gone.lines))}
+    assert runtime.compactor("lines").run().removed > 0
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        assert isinstance(sensor(context), SkipReason), "the new version has applied them"

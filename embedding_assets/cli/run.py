@@ -29,6 +29,7 @@ from embedding_assets.domain.lease import compaction_lease, describe, provably_d
 from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.vectors import ModelMismatch
 from embedding_assets.steps.reembed import configuration_problem
+from embedding_assets.steps.stale import changes_waiting
 from embedding_assets.steps.status import create_work
 from embedding_assets.wiring import Runtime
 from sensors.batch_status import failed_ingest_runs
@@ -174,7 +175,8 @@ def run_kind(
         while True:
             unclaimable = loop.create(unclaimable)
             loop.ingest_finished()
-            if decide_compaction(len(runtime.store.list_batches(kind, [Stage.DELTA_READY])), None, None).run:
+            deltas = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
+            if decide_compaction(deltas, None, None, changes_waiting(runtime.store, runtime.vectors(kind))).run:
                 loop.compact()
             counts = runtime.store.status_counts(kind)
             summary.pending = counts.get(Status.PENDING.value, 0)

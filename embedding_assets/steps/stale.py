@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Status, parse_item_key
-from embedding_assets.domain.ports import ReceiptStore, VectorCollection
+from embedding_assets.domain.ports import ReceiptStore, VectorCollection, VectorLine
 from embedding_assets.domain.vectors import iter_metadatas
 
 
@@ -36,6 +36,14 @@ def stale_from_changes(store: ReceiptStore, kind: str, collection: VectorCollect
     success = _success_keys(store, kind, (key for keys in candidates.values() for key in keys))
     stale = [vid for vid, keys in candidates.items() if not any(key in keep or key in success for key in keys)]
     return stale, new_cursor, len(changed)
+
+
+def changes_waiting(store: ReceiptStore, vectors: VectorLine) -> int:
+    """Changed items the line being built has not applied yet (0 before anything is published)."""
+    pointer = vectors.target().latest()
+    if pointer is None or not pointer.published or pointer.changes_cursor is None:
+        return 0
+    return len(store.vector_changes(vectors.kind, pointer.changes_cursor)[0])
 
 
 def stale_by_scan(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str]) -> list[str]:
