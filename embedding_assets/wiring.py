@@ -17,6 +17,7 @@ from embedding_assets.steps.estimate import Estimate, estimate, reembed_held
 from embedding_assets.steps.parts import StepSettings
 from embedding_assets.steps.pipeline import Pipeline
 from embedding_assets.steps.reembed import ReembedStart, start_reembed
+from embedding_assets.steps.search import Searcher
 from resources import backends
 
 
@@ -38,7 +39,7 @@ class Tuning:
                 max_attempts=settings.max_attempts, lock_ttl_seconds=settings.lock_duration_minutes * 60,
                 heartbeat_seconds=settings.heartbeat_interval_seconds,
                 delete_intermediate=settings.delete_intermediate_chunks, prices=settings.batch_prices,
-                reap_after_seconds=settings.reap_after_hours * 3600,
+                reap_after_seconds=settings.reap_after_hours * 3600, recipes=dict(settings.recipes),
                 max_requests_per_batch=settings.max_requests_per_batch,
             ),
             chunk_size=settings.chunk_size, delete_processed_deltas=settings.delete_processed_deltas,
@@ -57,6 +58,7 @@ class Runtime:
         self.vector_store = vector_store
         self.tuning = tuning
         self.pipeline = Pipeline(store, objects, provider, tuning.work_dir, tuning.steps)
+        self.searcher = Searcher()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -72,7 +74,7 @@ class Runtime:
         """Open (or resume) a re-embed of `kind` with the configured model; see `steps.reembed`."""
         steps = self.tuning.steps
         return start_reembed(self.store, self.vectors(kind), self.provider.model, self.provider.dimensions,
-                             steps.lock_ttl_seconds, steps.heartbeat_seconds)
+                             steps.recipe(kind), steps.lock_ttl_seconds, steps.heartbeat_seconds)
 
     def estimate(self, kind: str, reembed: bool = False) -> Estimate:
         """What the next run (or a re-embed with the configured model) would send and cost; nothing is sent."""
@@ -84,13 +86,14 @@ class Runtime:
         steps = self.tuning.steps
         return Compactor(
             self.store, self.objects, self.vectors(kind), self.provider.model, self.provider.dimensions,
-            lock_ttl_seconds=steps.lock_ttl_seconds, heartbeat_seconds=steps.heartbeat_seconds,
+            steps.recipe(kind), lock_ttl_seconds=steps.lock_ttl_seconds, heartbeat_seconds=steps.heartbeat_seconds,
             chunk_size=self.tuning.chunk_size, delete_processed_deltas=self.tuning.delete_processed_deltas,
             work_dir=self.tuning.work_dir, max_attempts=steps.max_attempts,
         )
 
     def close(self) -> None:
-        """Close what holds a connection (SQLite); clients shared per process stay open."""
+        """Close what holds a connection (SQLite, opened search views); clients shared per process stay open."""
+        self.searcher.close()
         close = getattr(self.store, "close", None)
         if close is not None:
             close()

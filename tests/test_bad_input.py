@@ -41,7 +41,7 @@ def test_odd_receipts_are_embedded_or_marked_and_never_stop_the_run(runtime):
 
 
 def test_control_characters_are_dropped_from_the_input_not_sent():
-    built = line_requests(_odd_receipts()[0].lines, None, fit())
+    built = line_requests(_odd_receipts()[0].lines, None, fit(), "context3")  # one input holds both rows
     assert all("\x00" not in r.input and "\u200b" not in r.input for r in built.requests)
     assert "TOTAL 9.99" in built.requests[0].input and "CAF\u00c9 \U0001f600" in built.requests[0].input
 

@@ -82,7 +82,7 @@ def test_cli_estimate_and_a_reembed_estimate_with_another_model(tmp_path, fake_a
     [again] = json.loads(out)
     # Every embedded line again, the same inputs, at the large model's price.
     assert (again["items"], again["tokens"]) == (before["items"], fake_api.billed_tokens())
-    assert again["cost_usd"] == pytest.approx(again["tokens"] * 0.065 / 1e6)
+    assert again["cost_usd"] == pytest.approx(again["tokens"] * 0.065 / 1e6, abs=1e-8)  # reported to 1e-8 USD
 
 
 def test_the_local_provider_estimates_in_its_own_tokens(runtime: Runtime, demo_receipts):
@@ -157,7 +157,8 @@ def test_exact_counts_take_a_backlog_in_half_the_queue_cycles_with_no_refusal(tm
 
 
 def test_a_batch_finished_at_the_provider_frees_the_queue_before_our_poll_sees_it(tmp_path, fake_api):
-    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250")
+    # Files of one receipt each with the three-row inputs (500-600 tokens): two fit in the limit at once.
+    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250", LINES_RECIPE="context3")
     pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
                         budget=Budget(max_tokens=650), settings=runtime.pipeline.settings)
     pipeline.prepare(KIND, 100_000, quiet)

@@ -216,8 +216,8 @@ def _input_file(runtime: Runtime, record, scratch: Path) -> Path:
 
 
 def test_enqueued_limit_holds_batches_and_a_refusal_sends_one_back_to_prepared(tmp_path, fake_api):
-    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250")
-    # Files of one receipt each (500-600 tokens): two fit in the limit at once.
+    runtime = make_runtime(tmp_path, fake_api, receipts=4, ENQUEUED_TOKEN_LIMIT="1250", LINES_RECIPE="context3")
+    # Files of one receipt each (500-600 tokens with the three-row inputs): two fit in the limit at once.
     pipeline = Pipeline(runtime.store, runtime.objects, runtime.provider, runtime.tuning.work_dir,
                         budget=Budget(max_tokens=650), settings=runtime.pipeline.settings)
     pipeline.prepare(KIND, 100_000, quiet)

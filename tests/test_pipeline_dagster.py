@@ -60,4 +60,4 @@ def test_search_finds_a_line_by_its_own_text_and_filters_by_merchant(seeded, ins
     merchant = demo_receipts[0].merchant_name
     hits = search(runtime.vectors("lines"), runtime.provider, "TOTAL", k=3, merchant=merchant)
     assert hits and all(h.merchant_name == merchant for h in hits)
-    assert hits == sorted(hits, key=lambda h: h.distance)
+    assert hits == sorted(hits, key=lambda h: -h.score)

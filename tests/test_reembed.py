@@ -200,7 +200,7 @@ def test_the_cli_reembeds_through_the_dagster_jobs_and_status_reports_it(tmp_pat
     assert cli.main(["reembed", "--kind", "lines", "--no-run"]) == 0
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "re-embedding with" in out and f"lines: re-embedding with {LOCAL_MODEL} ({NEW} dimensions)" in out
+    assert f"lines: re-embedding with {LOCAL_MODEL} ({NEW} dimensions, recipe row-lower)" in out
     assert cli.main(["reembed", "--kind", "lines"]) == 0  # resumes, then runs it to the switch
 
     out = capsys.readouterr().out

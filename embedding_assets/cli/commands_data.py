@@ -21,11 +21,11 @@ from embedding_assets.domain.settings import Settings
 
 def new_demo_receipts(store: ReceiptStore, wanted: int, seed: int) -> list[Receipt]:
     """`wanted` demo receipts of the seed's sequence that the store does not hold, in sequence order."""
-    from embedding_assets.data.demo import generate_receipts
+    from embedding_assets.data.realistic import labelled_receipts
 
     drawn = store.receipt_count() + wanted
     while True:
-        receipts = generate_receipts(drawn, seed=seed)
+        receipts = [receipt for receipt, _ in labelled_receipts(drawn, seed=seed)]
         new = [r for r in receipts if not store.receipt_items("lines", r.image_id, r.receipt_id)]
         if len(new) >= wanted:
             return new[:wanted]

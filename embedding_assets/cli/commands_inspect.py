@@ -22,19 +22,27 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         runtime = open_runtime(settings)
-        hits = search_receipts(args.text, args.kind, args.k, args.merchant, runtime)
+        hits = search_receipts(args.text, args.kind, args.k, args.merchant, runtime, args.mode, args.receipt)
     except NoSnapshot as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print_json([asdict(h) for h in hits])
         return 0
-    print(f"nearest {args.kind} to {args.text!r}:")
+    filters = "".join(f", {name} {value!r}" for name, value in (("merchant", args.merchant),
+                                                                 ("receipt", args.receipt)) if value)
+    if not hits:
+        print(f"no {args.kind} match {args.text!r} ({args.mode}{filters})")
+        return 0
+    print(f"best {args.kind} for {args.text!r} ({args.mode}{filters}):")
     if args.kind == "all":
         print(_answered_from(runtime))
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>2}. {hit.distance:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
-              f"receipt {hit.image_id}/{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.text!r}  [{hit.merchant_name or '?'}] "
+              f"receipt {hit.image_id}:{hit.receipt_id}  {hit.id.rsplit('#', 2)[-2].lower()}")
     return 0
 
 
@@ -50,8 +58,8 @@ def _snapshot_line(kind: str, s: dict[str, Any]) -> str:
     money = f"{s['prompt_tokens']} tokens, ${s['cost_usd']:.6f}"
     if s["snapshot_version"] is None:
         return f"{kind}: no snapshot yet (nothing published; `run` embeds and publishes); {money}"
-    return (f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions'] or 'native'} dimensions) "
-            f"with {s['vectors']} vectors; {money}")
+    return (f"{kind}: snapshot v{s['snapshot_version']} ({s['model']}, {s['dimensions'] or 'native'} dimensions, "
+            f"recipe {s['recipe']}) with {s['vectors']} vectors; {money}")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,7 +78,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if s["reembed"]:
             r = s["reembed"]
             built = f"v{r['next_version']} with {r['next_vectors']} vectors" if r["next_version"] else "nothing yet"
-            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions): built "
+            print(f"{kind}: re-embedding with {r['to_model']} ({r['to_dimensions'] or 'native'} dimensions, "
+                  f"recipe {r['to_recipe']}): built "
                   f"{built}; {r['waiting']} {kind} still to re-embed "
                   f"before search switches from v{r['serving_version']}")
         for batch_id, reason in s["stuck"].items():

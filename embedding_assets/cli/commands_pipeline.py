@@ -99,8 +99,9 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             started.append(kind)
             continue
         verb = "resuming the re-embed" if start.resumed else "re-embedding"
-        print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions) beside the serving "
-              f"{start.serving_model} ({start.serving_dimensions or 'native'} dimensions): "
+        print(f"[{kind}] {verb} with {start.model} ({start.dimensions or 'native'} dimensions, recipe {start.recipe}) "
+              f"beside the serving {start.serving_model} ({start.serving_dimensions or 'native'} dimensions, "
+              f"recipe {start.serving_recipe}): "
               f"{start.requeued} {kind} sent again; "
               f"search answers from the old collection until the new one holds every {kind[:-1]}")
         started.append(kind)

@@ -63,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "the runs its sensors start")
     run.set_defaults(func=cmd_run)
 
-    search = sub.add_parser("search", help="nearest items from the latest snapshot")
+    search = sub.add_parser("search", help="best matching items from the latest snapshot")
     search.add_argument("text")
     search.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
     search.add_argument("-k", type=int, default=5)
-    search.add_argument("--merchant")
+    search.add_argument("--mode", choices=("hybrid", "vector", "lexical"), default="hybrid",
+                        help="vector and lexical rankings fused (default), or either alone")
+    search.add_argument("--merchant", help="only this merchant (case-insensitive)")
+    search.add_argument("--receipt", metavar="IMAGE_ID:RECEIPT_ID", help="only inside this receipt")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 

@@ -164,7 +164,8 @@ def run_kind(
 ) -> RunSummary:
     kind = kind_defs.kind
     started = time.monotonic()
-    problem = configuration_problem(runtime.vectors(kind), runtime.provider.model, runtime.provider.dimensions)
+    problem = configuration_problem(runtime.vectors(kind), runtime.provider.model, runtime.provider.dimensions,
+                                    runtime.tuning.steps.recipe(kind))
     if problem:
         raise ModelMismatch(problem)  # before anything is sent: compaction could not merge what it brings back
     loop = _Loop(defs, kind_defs, runtime, instance, started + timeout, poll_seconds, progress)

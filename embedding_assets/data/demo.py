@@ -24,6 +24,7 @@ import gc
 import random
 import re
 import uuid
+from collections.abc import Sequence
 
 from embedding_assets.domain.models import Box, Item, Receipt
 
@@ -273,9 +274,17 @@ def _rows(rng: random.Random, merchant: str, category: str) -> list[Row | None]:
 
 
 def _receipt(rng: random.Random, image_id: str, receipt_id: int) -> Receipt:
-    """Lay the rows out on the page; the printer's character width and margins vary per receipt."""
     merchant, category = rng.choice(MERCHANTS)
-    rows = _rows(rng, merchant, category)
+    return lay_out(rng, image_id, receipt_id, merchant, _rows(rng, merchant, category))[0]
+
+
+def lay_out(rng: random.Random, image_id: str, receipt_id: int, merchant: str,
+            rows: Sequence[Row | None]) -> tuple[Receipt, list[int]]:
+    """Lay the rows out on the page, and say which row each line came from.
+
+    The printer's character width and margins vary per receipt.
+    """
+    origin: list[int] = []
     char_w = rng.uniform(0.019, 0.0225)
     top, bottom = rng.uniform(0.02, 0.04), rng.uniform(0.02, 0.04)
     pitch = (1 - top - bottom) / len(rows)
@@ -287,6 +296,7 @@ def _receipt(rng: random.Random, image_id: str, receipt_id: int) -> Receipt:
 
     def place(text: str, x: float, y: float, w: float, h: float) -> None:
         line_id = len(lines)
+        origin.append(row_index)
         conf = round(0.85 + 0.15 * rand(), 2)
         lines.append(Item(image_id, receipt_id, line_id, text, Box(x, y, w, h), conf))
         per_char = w / len(text)
@@ -302,9 +312,11 @@ def _receipt(rng: random.Random, image_id: str, receipt_id: int) -> Receipt:
             start += size + 1
 
     # Jitter below is rand() - 0.5, i.e. uniform in [-0.5, 0.5), times its range.
+    row_index = 0
     for i, row in enumerate(rows):
         if row is None:
             continue
+        row_index = i
         kind, left, right = row
         h = height * (0.95 + 0.1 * rand())
         y = 1 - top - i * pitch - height + (rand() - 0.5) * 0.1 * height
@@ -325,7 +337,7 @@ def _receipt(rng: random.Random, image_id: str, receipt_id: int) -> Receipt:
         place(left, x, y, w, h)
         if right is not None:
             place(right, right_x, ry, rw, rh)
-    return receipt
+    return receipt, origin
 
 
 def generate_receipts(n: int, seed: int = 7) -> list[Receipt]:

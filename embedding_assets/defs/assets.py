@@ -28,7 +28,7 @@ from dagster import (
 from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
 from embedding_assets.defs.jobs import kind_jobs
 from embedding_assets.domain.lease import LeaseHeld
-from embedding_assets.domain.vectors import NEXT
+from embedding_assets.domain.vectors import NEXT, held_recipe
 from embedding_assets.steps.consistency import sampled_agreement
 from embedding_assets.steps.estimate import backlog
 from embedding_assets.wiring import Runtime
@@ -71,7 +71,8 @@ def _snapshot_facts(runtime: Runtime, kind: str, line: str) -> dict[str, Any]:
     pointer = (serving.next_line().latest() if line == NEXT else None) or serving.latest()
     if pointer is None:
         return {}
-    facts: dict[str, Any] = {"model": pointer.model or "not recorded", "dimensions": pointer.dimensions or 0}
+    facts: dict[str, Any] = {"model": pointer.model or "not recorded", "dimensions": pointer.dimensions or 0,
+                             "recipe": held_recipe(kind, pointer.recipe) or "not recorded"}
     if pointer.published:
         facts["location"] = MetadataValue.path(runtime.objects.uri(pointer.key))
     return facts

@@ -1,10 +1,19 @@
-"""Turning receipt items into embedding requests, with their visual context.
+"""Turning receipt items into embedding requests: which text a vector stands for is its recipe.
 
-A receipt line alone ("3.99") says little; the row it sits on and the rows
-around it say what it is. So lines are embedded per visual row with the row
-above and below, and words with their two neighbours on each side. The ids,
-the `<EDGE>` marker and the row rule follow the seed system, so its vectors
-and ours are comparable.
+Lines are embedded per visual row (a price shares its item's vector). What
+the input holds is the recipe, recorded on the collection beside the model:
+
+* `row-lower` (lines, default): the row's own text, lower-cased. Search must
+  find the row a person asks for; with the rows above and below in the input
+  the neighbours of a total scored as high as the total itself (real receipts:
+  precision@10 0.20 against 0.43), and the local model is case-sensitive while
+  receipts are upper case and people type lower case.
+* `context3` (lines): the seed system's input, row above, the row, row below,
+  `<EDGE>` past either end, case kept: for finding rows in similar surroundings.
+* `word-lower` (words, default): the word's own text, lower-cased.
+* `context5` (words): the seed's `l2 l1 WORD r1 r2` along the visual line.
+
+The ids, the `<EDGE>` marker and the row rule follow the seed system.
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ from embedding_assets.domain.models import Item, Status, line_key
 from embedding_assets.domain.tokens import Fitted
 
 EDGE = "<EDGE>"
+LINE_RECIPES = ("row-lower", "context3")
+WORD_RECIPES = ("word-lower", "context5")
+RECIPES = {"lines": LINE_RECIPES, "words": WORD_RECIPES}
+DEFAULT_RECIPES = {kind: recipes[0] for kind, recipes in RECIPES.items()}
+# What collections built before recipes were recorded hold.
+LEGACY_RECIPES = {kind: recipes[1] for kind, recipes in RECIPES.items()}
 _SPACES = re.compile(r"\s+")
 # An input as sent: cut to the provider's per-input limit in its own tokens, and counted.
 Fit = Callable[[str], Fitted]
@@ -132,8 +147,10 @@ def _split_noise(items: Sequence[Item]) -> tuple[ReceiptRequests, list[Item]]:
     return out, live
 
 
-def line_requests(lines: Sequence[Item], merchant_name: str | None, fit: Fit) -> ReceiptRequests:
-    """One request per visual row that holds an unembedded line.
+def line_requests(
+    lines: Sequence[Item], merchant_name: str | None, fit: Fit, recipe: str = "row-lower"
+) -> ReceiptRequests:
+    """One request per visual row that holds an unembedded line, its input made by `recipe`.
 
     The request carries the row's leftmost line id; every unembedded line of
     the row follows its outcome, so a price and its item name share a vector.
@@ -145,32 +162,41 @@ def line_requests(lines: Sequence[Item], merchant_name: str | None, fit: Fit) ->
         todo = [it.key for it in row if it.status == Status.NONE]
         if not todo:
             continue
-        above = texts[index - 1] if index > 0 else EDGE
-        below = texts[index + 1] if index + 1 < len(rows) else EDGE
-        sent = fit(f"{above}\n{texts[index]}\n{below}")
+        if recipe == "context3":
+            above = texts[index - 1] if index > 0 else EDGE
+            below = texts[index + 1] if index + 1 < len(rows) else EDGE
+            sent = fit(f"{above}\n{texts[index]}\n{below}")
+        else:
+            sent = fit(texts[index].lower())
         leftmost = row[0]
         meta = _base_metadata(leftmost, merchant_name)
         meta.update(_union_box(row))
         meta["text"] = texts[index]
         meta["confidence"] = min(it.confidence for it in row)
         meta["row_line_ids"] = ",".join(str(it.line_id) for it in row)
+        meta["recipe"] = recipe
         out.requests.append(Request(leftmost.key, sent.text, todo, meta, sent.tokens, sent.truncated))
     return out
 
 
-def word_requests(words: Sequence[Item], merchant_name: str | None, fit: Fit) -> ReceiptRequests:
-    """One request per unembedded word: `l2 l1 WORD r1 r2` along its visual line."""
+def word_requests(
+    words: Sequence[Item], merchant_name: str | None, fit: Fit, recipe: str = "word-lower"
+) -> ReceiptRequests:
+    """One request per unembedded word, its input made by `recipe`."""
     out, live = _split_noise(words)
     for row in visual_rows(live):
         texts = [clean_text(w.text) for w in row]
         for index, word in enumerate(row):
             if word.status != Status.NONE:
                 continue
-            left = [texts[i] if i >= 0 else EDGE for i in (index - 2, index - 1)]
-            right = [texts[i] if i < len(row) else EDGE for i in (index + 1, index + 2)]
-            sent = fit(" ".join([*left, texts[index], *right]))
+            if recipe == "context5":
+                left = [texts[i] if i >= 0 else EDGE for i in (index - 2, index - 1)]
+                right = [texts[i] if i < len(row) else EDGE for i in (index + 1, index + 2)]
+                sent = fit(" ".join([*left, texts[index], *right]))
+            else:
+                sent = fit(texts[index].lower())
             meta = _base_metadata(word, merchant_name)
-            meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence)
+            meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence, recipe=recipe)
             meta.update(x=word.box.x, y=word.box.y, width=word.box.width, height=word.box.height)
             out.requests.append(Request(word.key, sent.text, [word.key], meta, sent.tokens, sent.truncated))
     return out

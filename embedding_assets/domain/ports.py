@@ -7,7 +7,7 @@ see these methods, which is what lets both run the same code paths.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +306,34 @@ class VectorCollection(Protocol):
     ) -> Any: ...
 
 
+class LexicalIndex(Protocol):
+    """A keyword index over the item texts of one published version (same items as its vectors)."""
+
+    def rank(self, text: str, limit: int | None, receipt: str | None = None,
+             merchant: str | None = None) -> list[tuple[str, float]]:
+        """(id, score) of the items matching `text`, best (highest score) first, all without a `limit`.
+
+        `receipt` is `IMAGE_ID:RECEIPT_ID`; rows of equal score hold the same query words.
+        """
+
+    def merchant_names(self, merchant: str) -> list[str]:
+        """The stored spellings of a merchant name, matched case-insensitively."""
+
+
+@dataclass
+class SearchView:
+    """One published version opened for search: its collection and its lexical index, closed together.
+
+    Kept open between queries (opening a collection costs tens of ms); a new
+    published version means a new view.
+    """
+
+    version: int
+    collection: VectorCollection
+    lexical: LexicalIndex
+    close: Callable[[], None]
+
+
 class VectorLine(Protocol):
     """One line (serving or NEXT) of a kind's collection versions, wherever they are kept.
 
@@ -337,7 +365,7 @@ class VectorLine(Protocol):
         """Remove this line's pointer (NEXT, once switched or abandoned)."""
 
     def writable(
-        self, model: str, dimensions: int | None
+        self, model: str, dimensions: int | None, recipe: str
     ) -> AbstractContextManager[tuple[VectorCollection, Pointer | None]]:
         """The working collection at the pointer's version (created for `model` when new), closed on exit.
 
@@ -347,10 +375,14 @@ class VectorLine(Protocol):
     def readable(self) -> AbstractContextManager[VectorCollection | None]:
         """The latest published version for reading, or None when nothing is published."""
 
-    def stage(self, version: int) -> Staged: ...
+    def stage(self, version: int) -> Staged:
+        """Publishable copy of the closed working collection, with its lexical index; not yet visible."""
+
+    def open_view(self) -> SearchView | None:
+        """The latest published version opened for search, or None when nothing is published."""
 
     def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
-             changes_cursor: str | None = None) -> Pointer:
+             changes_cursor: str | None = None, recipe: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
 
     def mark_clean(self, version: int) -> None: ...

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import overload
 
 from embedding_assets.domain import openai_models
+from embedding_assets.domain.formatting import DEFAULT_RECIPES, RECIPES
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
 
 PROVIDERS = ("local", "openai")
@@ -54,6 +55,7 @@ class Settings:
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
     sensor_interval_seconds: int = 60
     max_requests_per_batch: int = 50_000
+    recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
 
     @property
     def sqlite_path(self) -> Path:
@@ -119,6 +121,7 @@ class Settings:
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
             sensor_interval_seconds=reader.integer("SENSOR_INTERVAL_SECONDS", 60, minimum=1),
             max_requests_per_batch=reader.integer("MAX_REQUESTS_PER_BATCH", 50_000, minimum=1, maximum=50_000),
+            recipes={kind: reader.choice(f"{kind.upper()}_RECIPE", RECIPES[kind]) for kind in RECIPES},
         )
 
 
@@ -178,6 +181,15 @@ class _Reader:
                 raise ConfigError(f"{name}={raw!r}: expected model=price pairs, comma separated, prices >= 0")
             prices[model.strip()] = price
         return prices
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        """One of `allowed`; unset means the first."""
+        raw = self.text(name)
+        if raw is None:
+            return allowed[0]
+        if raw.lower() not in allowed:
+            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+        return raw.lower()
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.text(name)

@@ -37,7 +37,7 @@ from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import BatchRecord, Stage, Status
 from embedding_assets.domain.ports import ObjectStore, ReceiptStore, VectorCollection, VectorLine
-from embedding_assets.domain.vectors import NEXT, SERVING, Pointer
+from embedding_assets.domain.vectors import NEXT, SERVING, Pointer, held_recipe
 from embedding_assets.steps.reembed import compaction_target, switch_if_complete
 from embedding_assets.steps.stale import delete_vectors, stale_by_scan, stale_from_changes
 
@@ -83,6 +83,7 @@ class Compactor:
     vectors: VectorLine
     model: str
     dimensions: int | None
+    recipe: str
     lock_ttl_seconds: float = 300.0
     heartbeat_seconds: float = 30.0
     chunk_size: int = 5000
@@ -98,14 +99,14 @@ class Compactor:
         started = time.monotonic()
         report = CompactionReport(self.kind)
         with Lease(self.store, compaction_lease(self.kind), self.lock_ttl_seconds, self.heartbeat_seconds) as lease:
-            target = compaction_target(self.vectors, self.model, self.dimensions)
+            target = compaction_target(self.vectors, self.model, self.dimensions, self.recipe)
             report.line = target.line
             records = self.store.list_batches(self.kind, [Stage.DELTA_READY])
             report.deltas = len(records)
             report.prompt_tokens = sum(r.prompt_tokens for r in records)
             report.cost_usd = round(sum(r.cost_usd for r in records), 8)
             merged: dict[str, Merged] = {}
-            with target.writable(self.model, self.dimensions) as (collection, pointer):
+            with target.writable(self.model, self.dimensions, self.recipe) as (collection, pointer):
                 for record in records:
                     merged[record.batch_id] = self._apply(collection, record, report, lease)
                     progress(f"{self.kind}: merged delta {record.batch_id} ({record.vectors} vectors)")
@@ -117,7 +118,7 @@ class Compactor:
             if report.added or report.updated or report.removed or (unpublished and records):
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
-                pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor)
+                pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor, self.recipe)
                 report.published = True
                 progress(f"{self.kind}: published {_line_name(target)} snapshot v{staged.version} "
                          f"({vectors} vectors, {report.removed} removed)")
@@ -215,18 +216,21 @@ class Compactor:
         return merged
 
     def _foreign_model(self, path: Path) -> str | None:
-        """What the delta was embedded with, when that is not the configured model and size; else None."""
+        """What the delta was embedded with, when that is not the configured model, size and recipe; else None."""
         for chunk in read_delta(path, 1):
             meta = chunk.metadatas[0] if chunk.metadatas else {}
-            if meta.get("model") != self.model or int(meta.get("dimensions") or 0) != int(self.dimensions or 0):
-                return f"{meta.get('model')} ({meta.get('dimensions')} dimensions)"
+            recipe = held_recipe(self.kind, meta.get("recipe"))
+            if (meta.get("model") != self.model or int(meta.get("dimensions") or 0) != int(self.dimensions or 0)
+                    or recipe != self.recipe):
+                return f"{meta.get('model')} ({meta.get('dimensions')} dimensions, recipe {recipe})"
             return None
         return None
 
     def _supersede(self, path: Path, record: BatchRecord, foreign: str) -> None:
         """A delta of another model (embedded before a re-embed started) is not merged: its items go again."""
         reason = (
-            f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions)"
+            f"superseded: embedded with {foreign}, the collection holds {self.model} ({self.dimensions} dimensions, "
+            f"recipe {self.recipe})"
         )
         keys = [
             key

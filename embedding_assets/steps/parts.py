@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedding_assets.domain.batching import MAX_REQUESTS_PER_FILE, Budget
+from embedding_assets.domain.formatting import DEFAULT_RECIPES
 from embedding_assets.domain.lease import Lease
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore
 from embedding_assets.domain.tokens import Fitted
@@ -36,6 +37,11 @@ class StepSettings:
     reap_after_seconds: float = 48 * 3600
     # Smaller batches finish sooner at the provider and are ingested side by side (MAX_REQUESTS_PER_BATCH).
     max_requests_per_batch: int = MAX_REQUESTS_PER_FILE
+    recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
+
+    def recipe(self, kind: str) -> str:
+        """What a vector of `kind` stands for (see `domain.formatting`)."""
+        return self.recipes[kind]
 
 
 @dataclass

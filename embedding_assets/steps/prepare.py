@@ -86,7 +86,7 @@ def release_orphans(parts: StepParts, kind: str) -> int:
 def receipt_requests(parts: StepParts, kind: str, items: list[Item], merchant_name: str | None) -> ReceiptRequests:
     """What one receipt's unembedded items would send; `estimate` asks the same, so it counts what is sent."""
     build = line_requests if kind == "lines" else word_requests
-    return build(items, merchant_name, parts.fit_input)
+    return build(items, merchant_name, parts.fit_input, parts.settings.recipe(kind))
 
 
 def _receipt_requests(parts: StepParts, kind: str, max_items: int, report: PrepareReport) -> Iterator[ReceiptRequests]:

@@ -21,7 +21,7 @@ from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import Status
 from embedding_assets.domain.ports import ReceiptStore, VectorLine
-from embedding_assets.domain.vectors import iter_metadatas
+from embedding_assets.domain.vectors import held_recipe, iter_metadatas
 from embedding_assets.steps.consistency import SAMPLE
 from embedding_assets.steps.parts import Progress
 from embedding_assets.steps.stale import delete_vectors
@@ -60,7 +60,8 @@ def reconcile(store: ReceiptStore, vectors: VectorLine, lock_ttl_seconds: float,
         cursor = store.changes_head(kind)
         success = {item.key for item in store.items_with_status(kind, Status.SUCCESS.value)}
         report.success_items = len(success)
-        with line.writable(pointer.model, pointer.dimensions) as (collection, _):
+        recipe = held_recipe(kind, pointer.recipe)
+        with line.writable(pointer.model, pointer.dimensions, recipe or "") as (collection, _):
             covered: set[str] = set()
             stale: list[str] = []
             for vector_id, meta in iter_metadatas(collection):
@@ -75,7 +76,7 @@ def reconcile(store: ReceiptStore, vectors: VectorLine, lock_ttl_seconds: float,
         if report.removed:
             staged = line.stage(vectors.next_version())
             lease.check()
-            pointer = line.swap(staged, remaining, pointer.model, pointer.dimensions, cursor)
+            pointer = line.swap(staged, remaining, pointer.model, pointer.dimensions, cursor, recipe)
             line.mark_clean(pointer.version)
             progress(f"{kind}: removed {report.removed} vectors of items gone from the store; "
                      f"published v{pointer.version}")

@@ -1,7 +1,8 @@
-"""Re-embedding a kind with another model: build the new collection beside the old, then switch.
+"""Re-embedding a kind with another model or recipe: build the new collection beside the old, then switch.
 
-A collection holds the vectors of one model and size. When the configuration
-names another, `start_reembed` opens the NEXT snapshot line for it and sends
+A collection holds the vectors of one model, size and input recipe (what text
+a vector stands for, see `domain.formatting`). When the configuration names
+another, `start_reembed` opens the NEXT snapshot line for it and sends
 every SUCCESS item not yet in NEXT back to NONE; from then on the ordinary
 pipeline embeds them with the configured model and compaction merges into
 NEXT. Search keeps answering from the serving line (with its own model)
@@ -32,7 +33,7 @@ from typing import Any
 from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.models import Status
 from embedding_assets.domain.ports import ReceiptStore, VectorLine
-from embedding_assets.domain.vectors import ModelMismatch, Pointer
+from embedding_assets.domain.vectors import ModelMismatch, Pointer, held_recipe
 from embedding_assets.steps.consistency import item_keys_in
 
 
@@ -50,27 +51,32 @@ class ReembedStart:
     requeued: int
     resumed: bool
     abandoned: str | None = None
+    recipe: str | None = None
+    serving_recipe: str | None = None
 
 
-def serving_model(serving: VectorLine) -> tuple[str | None, int | None] | None:
-    """(model, dimensions) of the published serving version, or None when nothing is published."""
+Identity = tuple[str | None, int | None, str | None]
+
+
+def serving_model(serving: VectorLine) -> Identity | None:
+    """(model, dimensions, recipe) of the published serving version, or None when nothing is published."""
     pointer = serving.latest()
     if pointer is None or not pointer.published:
         return None
     if pointer.model is not None:
-        return pointer.model, pointer.dimensions
+        return pointer.model, pointer.dimensions, held_recipe(serving.kind, pointer.recipe)
     with serving.readable() as collection:  # a pointer from before models were recorded on it: ask the collection
         meta = (collection.metadata if collection is not None else None) or {}
-    return meta.get("model"), int(meta.get("dimensions") or 0) or None
+    return meta.get("model"), int(meta.get("dimensions") or 0) or None, held_recipe(serving.kind, meta.get("recipe"))
 
 
-def _same(a: tuple[str | None, int | None], b: tuple[str | None, int | None]) -> bool:
-    return a[0] == b[0] and int(a[1] or 0) == int(b[1] or 0)
+def _same(kind: str, a: Identity, b: Identity) -> bool:
+    return a[0] == b[0] and int(a[1] or 0) == int(b[1] or 0) and held_recipe(kind, a[2]) == held_recipe(kind, b[2])
 
 
-def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensions: int | None,
+def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensions: int | None, recipe: str,
                   lease_seconds: float, heartbeat_seconds: float) -> ReembedStart:
-    """Open (or resume) the NEXT line for `model` and send the items it does not hold back to NONE."""
+    """Open (or resume) the NEXT line for `model` and `recipe`; send the items it does not hold back to NONE."""
     kind = serving.kind
     current = serving_model(serving)
     if current is None:
@@ -78,17 +84,20 @@ def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensio
     nxt = serving.next_line()
     with Lease(store, compaction_lease(kind), lease_seconds, heartbeat_seconds):
         pending = nxt.latest()
-        if _same(current, (model, dimensions)):
+        if _same(kind, current, (model, dimensions, recipe)):
             if pending is None or _switch_left_over(serving, pending):
                 raise NothingToReembed(
-                    f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions"
+                    f"{kind}: the collection already holds {model} vectors of {dimensions} dimensions "
+                    f"(recipe {recipe})"
                 )
             return _abandon(store, serving, pending)
-        resumed = pending is not None and _same((pending.model, pending.dimensions), (model, dimensions))
+        resumed = pending is not None and _same(kind, (pending.model, pending.dimensions, pending.recipe),
+                                                (model, dimensions, recipe))
         if not resumed:
-            pending = nxt.write_pointer(Pointer.unpublished(model, dimensions))
+            pending = nxt.write_pointer(Pointer.unpublished(model, dimensions, recipe))
         requeued = _requeue_missing_from(store, nxt)
-    return ReembedStart(kind, model, dimensions, current[0], current[1], requeued, resumed)
+    return ReembedStart(kind, model, dimensions, current[0], current[1], requeued, resumed,
+                        recipe=recipe, serving_recipe=current[2])
 
 
 def _requeue_missing_from(store: ReceiptStore, line: VectorLine) -> int:
@@ -116,11 +125,13 @@ def _abandon(store: ReceiptStore, serving: VectorLine, pending: Pointer) -> Reem
     current = serving.latest()
     if current is None:
         raise NothingToReembed(f"no {serving.kind} snapshot is published: nothing to go back to")
+    recipe = held_recipe(serving.kind, current.recipe)
     return ReembedStart(serving.kind, current.model or "", current.dimensions, current.model, current.dimensions,
-                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions)")
+                        requeued, False, abandoned=f"{pending.model} ({pending.dimensions} dimensions, recipe "
+                        f"{pending.recipe})", recipe=recipe, serving_recipe=recipe)
 
 
-def compaction_target(serving: VectorLine, model: str, dimensions: int | None) -> VectorLine:
+def compaction_target(serving: VectorLine, model: str, dimensions: int | None, recipe: str) -> VectorLine:
     """The line a compaction with the configured model writes to, finishing a half-done switch first.
 
     Raises ModelMismatch with what to do when the configuration fits neither line.
@@ -132,30 +143,32 @@ def compaction_target(serving: VectorLine, model: str, dimensions: int | None) -
     if _switch_left_over(serving, pending):
         nxt.clear()
         return serving
-    problem = configuration_problem(serving, model, dimensions)
+    problem = configuration_problem(serving, model, dimensions, recipe)
     if problem:
         raise ModelMismatch(problem)
     return nxt
 
 
-def configuration_problem(serving: VectorLine, model: str, dimensions: int | None) -> str | None:
-    """Why compaction with this model could not merge into the kind's collections, or None when it can."""
+def configuration_problem(serving: VectorLine, model: str, dimensions: int | None, recipe: str) -> str | None:
+    """Why compaction with this model and recipe could not merge into the kind's collections, or None."""
+    kind = serving.kind
+    variables = f"EMBEDDING_MODEL/EMBEDDING_DIMENSIONS/{kind.upper()}_RECIPE"
     building = serving.next_line().latest()
     if building is not None and not _switch_left_over(serving, building):
-        if _same((building.model, building.dimensions), (model, dimensions)):
+        if _same(kind, (building.model, building.dimensions, building.recipe), (model, dimensions, recipe)):
             return None
         return (
-            f"{serving.kind}: a re-embed to {building.model} ({building.dimensions} dimensions) is under way but "
-            f"the configuration asks for {model} ({dimensions}): set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back to "
-            f"finish it, or run `receipt-embeddings reembed --kind {serving.kind}` to re-embed with {model} instead"
+            f"{kind}: a re-embed to {building.model} ({building.dimensions} dimensions, recipe {building.recipe}) "
+            f"is under way but the configuration asks for {model} ({dimensions}, recipe {recipe}): set {variables} "
+            f"back to finish it, or run `receipt-embeddings reembed --kind {kind}` to re-embed with {model} instead"
         )
     held = serving_model(serving)
-    if held is None or _same(held, (model, dimensions)):
+    if held is None or _same(kind, held, (model, dimensions, recipe)):
         return None
     return (
-        f"{serving.kind}: the collection holds {held[0]} vectors of {held[1]} dimensions but the configuration "
-        f"asks for {model} with {dimensions}: set EMBEDDING_MODEL/EMBEDDING_DIMENSIONS back, or run "
-        f"`receipt-embeddings reembed --kind {serving.kind}` to build a {model} collection beside it"
+        f"{kind}: the collection holds {held[0]} vectors of {held[1]} dimensions (recipe {held[2]}) but the "
+        f"configuration asks for {model} with {dimensions} (recipe {recipe}): set {variables} back, or run "
+        f"`receipt-embeddings reembed --kind {kind}` to build a {model} collection beside it"
     )
 
 
@@ -194,9 +207,11 @@ def reembed_progress(store: ReceiptStore, serving: VectorLine) -> dict[str, Any]
     return {
         "to_model": pending.model,
         "to_dimensions": pending.dimensions,
+        "to_recipe": pending.recipe,
         "next_version": pending.version or None,
         "next_vectors": pending.vectors,
         "serving_model": current.model if current else None,
+        "serving_recipe": held_recipe(serving.kind, current.recipe) if current else None,
         "serving_version": current.version if current else None,
         "waiting": waiting_for(store, serving),
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 from embedding_assets.domain.models import PROVIDER_LIVE, BatchRecord, Stage, Status
 from embedding_assets.domain.ports import ReceiptStore, VectorLine
+from embedding_assets.domain.vectors import held_recipe
 from embedding_assets.steps.poll import STUCK
 from embedding_assets.steps.reembed import reembed_progress
 
@@ -57,6 +58,7 @@ def kind_status(store: ReceiptStore, snapshots: VectorLine) -> dict[str, Any]:
         "snapshot_version": pointer.version if pointer else None,
         "model": pointer.model if pointer else None,
         "dimensions": pointer.dimensions if pointer else None,
+        "recipe": held_recipe(snapshots.kind, pointer.recipe) if pointer else None,
         "vectors": pointer.vectors if pointer else 0,
         "prompt_tokens": sum(b.prompt_tokens for b in batches),
         "cost_usd": round(sum(b.cost_usd for b in batches), 6),

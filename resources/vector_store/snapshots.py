@@ -27,10 +27,12 @@ from pathlib import Path
 
 import orjson
 
-from embedding_assets.domain.ports import ObjectNotFound, ObjectStore, VectorCollection
+from embedding_assets.domain.ports import ObjectNotFound, ObjectStore, SearchView, VectorCollection
 from embedding_assets.domain.stamps import file_sha256, utc_now
 from embedding_assets.domain.vectors import NEXT, SERVING, CorruptSnapshot, Pointer, Staged
-from resources.vector_store.chroma import persistent_collection
+from resources.vector_store.chroma import open_client, persistent_collection
+from resources.vector_store.lexical import FILE_NAME as LEXICAL_FILE
+from resources.vector_store.lexical import FtsIndex, build_index
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -110,10 +112,12 @@ class SnapshotStore:
         return self.work_dir, pointer
 
     @contextmanager
-    def writable(self, model: str, dimensions: int | None) -> Iterator[tuple[VectorCollection, Pointer | None]]:
-        """The working copy's collection, opened for `model`; closed (flushed) on exit, ready to stage."""
+    def writable(
+        self, model: str, dimensions: int | None, recipe: str
+    ) -> Iterator[tuple[VectorCollection, Pointer | None]]:
+        """The working copy's collection, opened for `model` and `recipe`; closed (flushed) on exit, ready to stage."""
         directory, pointer = self.checkout()
-        with persistent_collection(directory, self.kind, model, dimensions) as collection:
+        with persistent_collection(directory, self.kind, model, dimensions, recipe) as collection:
             yield collection, pointer
 
     @contextmanager
@@ -124,6 +128,25 @@ class SnapshotStore:
             return
         with persistent_collection(found[0], self.kind) as collection:
             yield collection
+
+    def open_view(self) -> SearchView | None:
+        """The read copy of the latest version, opened; a version archived without its index gets one here."""
+        found = self.read_copy()
+        if found is None:
+            return None
+        directory, pointer = found
+        client = open_client(directory)
+        collection = client.get_collection(self.kind, embedding_function=None)
+        index_path = directory / LEXICAL_FILE
+        if not index_path.exists():
+            build_index(collection, index_path)
+        lexical = FtsIndex(index_path)
+
+        def close() -> None:
+            lexical.close()
+            client.close()
+
+        return SearchView(pointer.version, collection, lexical, close)
 
     def mark_clean(self, version: int) -> None:
         tmp = self._marker.with_suffix(".tmp")
@@ -171,15 +194,17 @@ class SnapshotStore:
         return key, sha
 
     def stage(self, version: int) -> Staged:
-        """Archive the closed working copy as `version`; not yet visible to readers."""
+        """Archive the closed working copy with its lexical index as `version`; not yet visible to readers."""
+        with persistent_collection(self.work_dir, self.kind) as collection:
+            build_index(collection, self.work_dir / LEXICAL_FILE)
         key, sha = self.upload(self.work_dir, version)
         return Staged(version, key, sha)
 
     def swap(self, staged: Staged, vectors: int, model: str | None = None, dimensions: int | None = None,
-             changes_cursor: str | None = None) -> Pointer:
+             changes_cursor: str | None = None, recipe: str | None = None) -> Pointer:
         """The atomic switch readers see; the caller re-checks its lease right before."""
         pointer = Pointer(staged.version, staged.key, staged.sha256, vectors, utc_now(), model, dimensions,
-                          changes_cursor)
+                          changes_cursor, recipe)
         return self.write_pointer(pointer)
 
     def prune(self) -> list[str]:

@@ -555,7 +555,7 @@ def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: 
     snapshots = TimedSnapshots(objects, root / "chroma-cache", KIND)
     compactor = Compactor(
         store=Timed(world.store, clock, ["mark_success", "update_batch", "list_batches"], "store."),
-        objects=objects, vectors=snapshots, model=MODEL, dimensions=dims, work_dir=root / "tmp",
+        objects=objects, vectors=snapshots, model=MODEL, dimensions=dims, recipe="row-lower", work_dir=root / "tmp",
     )
     with timed_compaction(clock):
         result, seconds = timed(lambda: compactor.run(quiet))
@@ -595,7 +595,7 @@ def bench_compaction(report: Report, root: Path, receipts: list[Receipt], dims: 
 
     def raw_add() -> int:
         added = 0
-        with persistent_collection(root / "raw-chroma", KIND, MODEL, dims) as collection:
+        with persistent_collection(root / "raw-chroma", KIND, MODEL, dims, "row-lower") as collection:
             for chunk in chunks:
                 collection.add(ids=chunk.ids, embeddings=chunk.embeddings, documents=chunk.documents,
                                metadatas=chunk.metadatas)

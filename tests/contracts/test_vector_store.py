@@ -13,6 +13,7 @@ from embedding_assets.domain.vectors import NEXT, SERVING, ModelMismatch
 KIND = "lines"
 MODEL, OTHER_MODEL = "model-a", "model-b"
 DIMS = 4
+RECIPE = "row-lower"
 
 
 def vector(i: int) -> list[float]:
@@ -21,7 +22,7 @@ def vector(i: int) -> list[float]:
 
 def publish(line, ids: list[str], model: str = MODEL, delete: tuple[str, ...] = ()) -> int:
     """Add `ids` to the line's working collection and switch readers to it; returns the new version."""
-    with line.writable(model, DIMS) as (collection, _):
+    with line.writable(model, DIMS, RECIPE) as (collection, _):
         if delete:
             collection.delete(ids=list(delete))
         if ids:
@@ -30,7 +31,7 @@ def publish(line, ids: list[str], model: str = MODEL, delete: tuple[str, ...] = 
         count = collection.count()
     version = line.next_version()
     staged = line.stage(version)
-    line.swap(staged, count, model, DIMS)
+    line.swap(staged, count, model, DIMS, recipe=RECIPE)
     line.mark_clean(version)
     return version
 
@@ -46,14 +47,14 @@ def test_nothing_published_reads_as_none(vector_store):
 
 def test_a_staged_version_is_seen_only_after_the_swap(vector_store):
     line = vector_store.line(KIND)
-    with line.writable(MODEL, DIMS) as (collection, pointer):
+    with line.writable(MODEL, DIMS, RECIPE) as (collection, pointer):
         assert pointer is None
         collection.add(ids=["a", "b"], embeddings=[vector(0), vector(1)])
     staged = line.stage(1)
     with line.readable() as collection:
         assert collection is None
 
-    pointer = line.swap(staged, 2, MODEL, DIMS)
+    pointer = line.swap(staged, 2, MODEL, DIMS, recipe=RECIPE)
     assert (pointer.version, pointer.vectors, pointer.model, pointer.dimensions) == (1, 2, MODEL, DIMS)
     assert line.latest() == pointer
     with line.readable() as collection:
@@ -97,7 +98,29 @@ def test_the_next_line_is_built_beside_serving_then_cleared(vector_store):
 def test_a_line_refuses_vectors_of_another_model(vector_store):
     line = vector_store.line(KIND)
     publish(line, ["a"])
-    with pytest.raises(ModelMismatch), line.writable(OTHER_MODEL, DIMS):
+    with pytest.raises(ModelMismatch), line.writable(OTHER_MODEL, DIMS, RECIPE):
         pass
-    with line.writable(MODEL, DIMS) as (collection, pointer):
+    with line.writable(MODEL, DIMS, RECIPE) as (collection, pointer):
         assert pointer.version == 1 and collection.count() == 1
+
+
+def test_a_line_refuses_vectors_of_another_recipe(vector_store):
+    line = vector_store.line(KIND)
+    publish(line, ["a"])
+    assert line.latest().recipe == RECIPE
+    with pytest.raises(ModelMismatch, match="recipe"), line.writable(MODEL, DIMS, "context3"):
+        pass
+
+
+def test_a_search_view_holds_the_published_version_and_its_lexical_index(vector_store):
+    line = vector_store.line(KIND)
+    assert line.open_view() is None
+    publish(line, ["TOTAL 9.99", "CASH 10.00"])
+    version = publish(line, ["CHANGE 0.01"], delete=("CASH 10.00",))
+    view = line.open_view()
+    try:
+        assert view.version == version and sorted(view.collection.get()["ids"]) == ["CHANGE 0.01", "TOTAL 9.99"]
+        assert [vid for vid, _ in view.lexical.rank("total", None)] == ["TOTAL 9.99"]
+        assert view.lexical.rank("cash", None) == []
+    finally:
+        view.close()
