@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY ?= true
 export ANONYMIZED_TELEMETRY ?= False
 
-.PHONY: run test lint dev bench eval install install-dev lock clean
+.PHONY: run test lint dev bench eval install install-dev lock clean cluster-test
 
 # uv, pinned, from the package index into the project's own environment: it installs the locks in seconds, showing
 # each package as it goes.
@@ -54,6 +54,10 @@ dev: install
 	$(BIN)/receipt-embeddings status > /dev/null
 	$(BIN)/dg dev
 
+# The local multi-host cluster, up to down, with a run process killed mid-ingest (root; a few minutes).
+cluster-test: install-dev
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py
+
 # Retrieval quality (p@5, p@10, MRR per query and mode, recall@10 vs brute force) on labelled receipts.
 eval: install-dev
 	$(BIN)/python -m tests.bench.eval
@@ -62,4 +66,4 @@ bench: install-dev
 	$(BIN)/python -m tests.bench.run
 
 clean:
-	rm -rf .data .dagster_home .bench
+	rm -rf .data .dagster_home .bench .cluster .cluster-test

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import BetaWarning, Definitions, with_source_code_references
+from dagster import BetaWarning, Definitions, in_process_executor, with_source_code_references
 
 from embedding_assets.defs.assets import build_kind
 from embedding_assets.defs.exports import build_export
@@ -42,8 +42,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         jobs=[*(j for k in kinds for j in k.jobs.values()), *(job for job, _ in EXPORTS.values())],
         schedules=[*(s for k in kinds for s in k.schedules), *(schedule for _, schedule in EXPORTS.values()),
                    *(s(k) for k in kinds for s in (create_batches_schedule, checks_schedule))],
-        sensors=[s(k) for k in kinds for s in (batch_status_sensor, compaction_sensor, compaction_after_ingest_sensor)],
+        sensors=[*(sensor(k, settings.sensor_interval_seconds)
+                   for k in kinds for sensor in (batch_status_sensor, compaction_sensor)),
+                 *(compaction_after_ingest_sensor(k) for k in kinds)],
         resources=resources_from_settings(settings),
+        # One process per run: its steps are short and sequential, and a process per step would cost more in
+        # start-up than the steps take. Under K8sRunLauncher / EcsRunLauncher a run is one pod / task.
+        executor=in_process_executor,
     )
 
 

@@ -42,6 +42,7 @@ class Tuning:
                 heartbeat_seconds=settings.heartbeat_interval_seconds,
                 delete_intermediate=settings.delete_intermediate_chunks, prices=settings.batch_prices,
                 reap_after_seconds=settings.reap_after_hours * 3600, recipes=dict(settings.recipes),
+                max_requests_per_batch=settings.max_requests_per_batch,
             ),
             chunk_size=settings.chunk_size, delete_processed_deltas=settings.delete_processed_deltas,
             max_items_per_run=settings.max_items_per_run,

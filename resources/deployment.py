@@ -216,6 +216,7 @@ class EmbeddingResource(ConfigurableResource):
     reap_after_hours: float = 48.0
     chunk_size: int = 5000
     max_items_per_run: int = 500_000
+    max_requests_per_batch: int = 50_000
     prices: dict[str, float] = dict(PRICE_PER_MTOK)
 
     _runtime: Runtime | None = PrivateAttr(default=None)
@@ -240,6 +241,7 @@ class EmbeddingResource(ConfigurableResource):
                 max_attempts=self.max_attempts, lock_ttl_seconds=self.lock_duration_minutes * 60,
                 heartbeat_seconds=self.heartbeat_interval_seconds, delete_intermediate=self.delete_intermediate_chunks,
                 prices=dict(self.prices), reap_after_seconds=self.reap_after_hours * 3600,
+                max_requests_per_batch=self.max_requests_per_batch,
             ),
             chunk_size=self.chunk_size, delete_processed_deltas=self.delete_processed_deltas,
             max_items_per_run=self.max_items_per_run,
@@ -314,6 +316,7 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         reap_after_hours=settings.reap_after_hours,
         chunk_size=settings.chunk_size,
         max_items_per_run=settings.max_items_per_run,
+        max_requests_per_batch=settings.max_requests_per_batch,
         prices=settings.batch_prices,
     )
     return {**parts, "embedding": embedding}

@@ -19,6 +19,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from embedding_assets.defs.assets import KindDefinitions
 from embedding_assets.domain.models import PROVIDER_LIVE
@@ -27,14 +28,23 @@ from sensors.decisions import MAX_POLLS_PER_TICK, decide_ingests, nothing_finish
 
 
 def failed_ingest_runs(instance: DagsterInstance, job_name: str, batch_id: str) -> int:
-    runs = RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.FAILURE], tags={"dagster/partition": batch_id})
-    return instance.get_runs_count(runs)
+    """Failed ingest runs of the batch, apart from those the instance's run retries will launch again.
+
+    A run whose worker died is retried by the daemon (`run_retries` in deploy/dagster.yaml) and tagged
+    `dagster/will_retry=true`; counting it too would launch a second run of the batch beside the retry.
+    """
+    def count(tags: dict[str, str]) -> int:
+        return instance.get_runs_count(RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.FAILURE], tags=tags))
+
+    partition = {"dagster/partition": batch_id}
+    return count(partition) - count({**partition, WILL_RETRY_TAG: "true"})
 
 
-def batch_status_sensor(defs: KindDefinitions):
+def batch_status_sensor(defs: KindDefinitions, interval_seconds: int = 60):
+    """`interval_seconds`: SENSOR_INTERVAL_SECONDS, how often live batches are polled."""
     kind = defs.kind
 
-    @sensor(name=f"{kind}_batch_status_sensor", job=defs.ingest_job, minimum_interval_seconds=60,
+    @sensor(name=f"{kind}_batch_status_sensor", job=defs.ingest_job, minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Polls live {kind} batches; a finished one gets a delta partition and an ingest run.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource) -> SensorResult:

@@ -46,10 +46,11 @@ def _decide(kind: str, job_name: str, instance: DagsterInstance,
     return RunRequest(run_key=decision.run_key, tags=decision.tags)
 
 
-def compaction_sensor(defs: KindDefinitions) -> SensorDefinition:
+def compaction_sensor(defs: KindDefinitions, interval_seconds: int = 60) -> SensorDefinition:
+    """The safety net; `interval_seconds` is SENSOR_INTERVAL_SECONDS."""
     kind, job = defs.kind, defs.compaction_job
 
-    @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=60,
+    @sensor(name=f"{kind}_compaction_sensor", job=job, minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Runs {kind} compaction when deltas are waiting and none is running.")
     def _sensor(context: SensorEvaluationContext, embedding: EmbeddingResource) -> RunRequest | SkipReason:

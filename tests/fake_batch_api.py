@@ -88,7 +88,7 @@ class Switches:
 
 
 class FakeBatchAPI:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.switches = Switches()
         self.faults: list[Fault] = []
         self.files: dict[str, dict[str, Any]] = {}
@@ -100,13 +100,14 @@ class FakeBatchAPI:
         self.lock = threading.RLock()
         self._seq = 0
         self._internal: dict[str, dict[str, Any]] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
 
     def start(self) -> FakeBatchAPI:
         self._thread.start()

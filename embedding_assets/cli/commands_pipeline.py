@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.deployment is not None:
+        from embedding_assets.cli.deployment import run_deployment
+
+        url = args.deployment or os.environ.get("DAGSTER_WEBSERVER_URL", "")
+        if not url:
+            print("--deployment needs a URL or DAGSTER_WEBSERVER_URL", file=sys.stderr)
+            return 2
+        return run_deployment(url, KIND_CHOICES if args.kind == "all" else (args.kind,), args.timeout)
     return _run_kinds(KIND_CHOICES if args.kind == "all" else (args.kind,), args, settings)
 
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kind", choices=(*KIND_CHOICES, "all"), default="lines")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up on pending items")
     run.add_argument("--json", action="store_true")
+    run.add_argument("--deployment", metavar="URL", nargs="?", const="",
+                     help="launch on a deployed Dagster (its webserver; default DAGSTER_WEBSERVER_URL) and follow "
+                          "the runs its sensors start")
     run.set_defaults(func=cmd_run)
 
     search = sub.add_parser("search", help="best matching items from the latest snapshot")

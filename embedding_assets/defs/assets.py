@@ -78,6 +78,13 @@ def _snapshot_facts(runtime: Runtime, kind: str, line: str) -> dict[str, Any]:
     return facts
 
 
+# Concurrency pools (limits in the instance: deploy/dagster.yaml). Both kinds' create-batches runs share one
+# submitter to the provider; ingest downloads run side by side up to their pool's limit; each kind's
+# compaction has a pool of its own (`{kind}_compaction`).
+SUBMISSION_POOL = "provider_submission"
+INGEST_POOL = "ingest_downloads"
+
+
 class CreateBatchesConfig(Config):
     """`max_items`: at most this many items per run; unset means `MAX_ITEMS_PER_RUN` (500,000)."""
 
@@ -122,7 +129,7 @@ def build_kind(kind: str) -> KindDefinitions:
     tags = lambda stage: {"embeds": kind, "stage": stage}  # noqa: E731
 
     @asset(name="unembedded", kinds={"python"}, description=f"Claims unembedded {kind} and writes request files.",
-           tags=tags("prepare"), **common)
+           pool=SUBMISSION_POOL, tags=tags("prepare"), **common)
     def unembedded(
         context: AssetExecutionContext, config: CreateBatchesConfig, embedding: EmbeddingResource,
     ) -> MaterializeResult:
@@ -141,7 +148,7 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_ids": MetadataValue.json(report.batches), "seconds": round(time.monotonic() - started, 3),
         })
 
-    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, tags=tags("submit"),
+    @asset(name="submitted_batches", deps=[unembedded], kinds={"python"}, pool=SUBMISSION_POOL, tags=tags("submit"),
            description="Uploads PREPARED request files and creates provider batches.", **common)
     def submitted_batches(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         started = time.monotonic()
@@ -157,7 +164,7 @@ def build_kind(kind: str) -> KindDefinitions:
         })
 
     @asset(name="embedding_deltas", deps=[submitted_batches], partitions_def=partitions, kinds={"parquet"},
-           tags=tags("ingest"), **common,
+           pool=INGEST_POOL, tags=tags("ingest"), **common,
            description="One partition per finished provider batch: its vectors as a Parquet delta.")
     def embedding_deltas(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()

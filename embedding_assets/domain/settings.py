@@ -72,6 +72,8 @@ class Settings:
     output_expires_after_hours: int = 168
     reap_after_hours: float = 48.0
     batch_prices: dict[str, float] = field(default_factory=lambda: dict(PRICE_PER_MTOK))
+    sensor_interval_seconds: int = 60
+    max_requests_per_batch: int = 50_000
     recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
     chroma_server: ChromaServer | None = None
 
@@ -137,6 +139,8 @@ class Settings:
             output_expires_after_hours=reader.integer("OUTPUT_EXPIRES_AFTER_HOURS", 168, minimum=1, maximum=720),
             reap_after_hours=reader.number("REAP_AFTER_HOURS", 48.0, minimum=0.01),
             batch_prices={**PRICE_PER_MTOK, **reader.prices("BATCH_PRICES_PER_MTOK")},
+            sensor_interval_seconds=reader.integer("SENSOR_INTERVAL_SECONDS", 60, minimum=1),
+            max_requests_per_batch=reader.integer("MAX_REQUESTS_PER_BATCH", 50_000, minimum=1, maximum=50_000),
             recipes={kind: reader.choice(f"{kind.upper()}_RECIPE", RECIPES[kind]) for kind in RECIPES},
             chroma_server=_chroma_server(reader),
         )

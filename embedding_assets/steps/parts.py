@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedding_assets.domain.batching import Budget
+from embedding_assets.domain.batching import MAX_REQUESTS_PER_FILE, Budget
 from embedding_assets.domain.formatting import DEFAULT_RECIPES
 from embedding_assets.domain.lease import Lease
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore
@@ -35,6 +35,8 @@ class StepSettings:
     delete_intermediate: bool = True
     prices: dict[str, float] | None = None
     reap_after_seconds: float = 48 * 3600
+    # Smaller batches finish sooner at the provider and are ingested side by side (MAX_REQUESTS_PER_BATCH).
+    max_requests_per_batch: int = MAX_REQUESTS_PER_FILE
     recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
 
     def recipe(self, kind: str) -> str:
@@ -57,7 +59,8 @@ class StepParts:
         self.work_dir = Path(self.work_dir)
         # One file never exceeds what the provider lets be enqueued at once.
         if self.budget is None:
-            self.budget = Budget(max_tokens=self.provider.enqueued_token_limit)
+            self.budget = Budget(max_requests=self.settings.max_requests_per_batch,
+                                 max_tokens=self.provider.enqueued_token_limit)
 
     @property
     def max_attempts(self) -> int:
