@@ -45,8 +45,10 @@ def open_batch_provider(settings: Settings) -> BatchProvider:
     if settings.provider == "openai":
         from resources.providers.openai_batch import OpenAIBatchProvider
 
+        # This process's own client (CLI, Python API): no Dagster resource config, so nothing the UI could show.
+        key = settings.openai_api_key
         return OpenAIBatchProvider(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model,
+            api_key=key, base_url=settings.openai_base_url, model=settings.model,
             dimensions=settings.dimensions, max_retries=settings.openai_max_retries,
             timeout_seconds=settings.openai_timeout_seconds, enqueued_token_limit=settings.enqueued_token_limit,
             output_expires_after_seconds=settings.output_expires_after_hours * 3600,
