@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 
-import pytest
 from dagster import DagsterEventType
 
 from embedding_assets.cli import main as cli
@@ -18,15 +17,6 @@ from embedding_assets.domain.lease import Lease, compaction_lease
 from embedding_assets.domain.settings import Settings
 from embedding_assets.domain.vectors import Pointer
 from embedding_assets.wiring import Runtime
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> dict[str, str]:
-    values = {"DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster"),
-              "LOCK_DURATION_MINUTES": "1", "HEARTBEAT_INTERVAL_SECONDS": "2"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def one_line_error(capsys) -> str:

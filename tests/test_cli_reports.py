@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from embedding_assets.cli import main as cli
 from embedding_assets.cli.errors import EXIT_USAGE
 from embedding_assets.data.importer import MAX_REPORTED, dump_receipts
 from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> dict[str, str]:
-    values = {"DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster"),
-              "LOCK_DURATION_MINUTES": "1", "HEARTBEAT_INTERVAL_SECONDS": "2"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def out_of(capsys, *argv: str, code: int = 0) -> str:
