@@ -41,8 +41,7 @@ run: install
 	$(BIN)/receipt-embeddings run --kind lines
 	$(BIN)/receipt-embeddings search "total amount paid" --kind lines -k 5
 
-# The cluster test runs on its own (`make cluster-test`): it takes minutes and its kill-and-retry case still
-# times out now and then on a loaded machine (see the README's Production deployment section).
+# The cluster test runs on its own (`make cluster-test`, after this in CI): it needs root and takes minutes.
 test: install-dev lint
 	$(BIN)/python -m pytest -q -m "not cluster"
 

@@ -7,6 +7,7 @@ requested in one SensorResult; which runs, and under which run keys, is
 `decisions.decide_ingests`.
 """
 
+import time
 
 from dagster import (
     DagsterInstance,
@@ -19,25 +20,24 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from embedding_assets.defs.assets import KindDefinitions
 from embedding_assets.domain.models import PROVIDER_LIVE
 from resources.deployment import EmbeddingResource
-from sensors.decisions import MAX_POLLS_PER_TICK, decide_ingests, nothing_finished
+from sensors.decisions import MAX_POLLS_PER_TICK, awaiting_retry, decide_ingests, nothing_finished
 
 
 def failed_ingest_runs(instance: DagsterInstance, job_name: str, batch_id: str) -> int:
-    """Failed ingest runs of the batch, apart from those the instance's run retries will launch again.
+    """Failed ingest runs of the batch, apart from those the instance's run retries take care of.
 
     A run whose worker died is retried by the daemon (`run_retries` in deploy/dagster.yaml) and tagged
-    `dagster/will_retry=true`; counting it too would launch a second run of the batch beside the retry.
+    `dagster/will_retry=true`; see `decisions.awaiting_retry`.
     """
-    def count(tags: dict[str, str]) -> int:
-        return instance.get_runs_count(RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.FAILURE], tags=tags))
-
-    partition = {"dagster/partition": batch_id}
-    return count(partition) - count({**partition, WILL_RETRY_TAG: "true"})
+    records = instance.get_run_records(RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.FAILURE],
+                                                  tags={"dagster/partition": batch_id}))
+    now, retries = time.time(), instance.run_retries_enabled
+    return sum(not awaiting_retry(r.dagster_run.tags, r.end_time or r.update_timestamp.timestamp(), now, retries)
+               for r in records)
 
 
 def batch_status_sensor(defs: KindDefinitions, interval_seconds: int = 60):

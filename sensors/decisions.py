@@ -7,7 +7,7 @@ a decision into a RunRequest or a SkipReason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from embedding_assets.domain.vectors import Pointer
@@ -16,6 +16,13 @@ from embedding_assets.domain.vectors import Pointer
 MAX_POLLS_PER_TICK = 50
 # Ingest runs of one batch that may fail before a person must relaunch it.
 MAX_INGEST_RUNS = 3
+# How long a failed run the instance promised to retry may go without that retry before the batch-status
+# sensor relaunches the batch itself. The daemon retries within seconds; this only covers a retry that never
+# comes (the daemon's retry pass failing, or retries switched off after the promise).
+RETRY_GRACE_SECONDS = 300
+# Tags the instance's run retries put on a failed run: whether it will be retried, and once it is, by which run.
+WILL_RETRY_TAG = "dagster/will_retry"
+RETRIED_BY_TAG = "dagster/auto_retry_run_id"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,18 @@ def decide_ingests(kind: str, finished: Sequence[str], failed_runs: Callable[[st
         else:
             decision.given_up.append(batch_id)
     return decision
+
+
+def awaiting_retry(tags: Mapping[str, str], ended: float, now: float, retries_enabled: bool) -> bool:
+    """Whether a failed run is the instance's to retry (launched, or still due), so not a failure to relaunch.
+
+    Counting such a run would launch a second ingest of the batch beside the retry. The instance tags a failed
+    run just after marking it failed, so with retries on a run not tagged yet is still due its verdict.
+    """
+    verdict = tags.get(WILL_RETRY_TAG)
+    if verdict == "false" or (verdict is None and not retries_enabled):
+        return False
+    return RETRIED_BY_TAG in tags or now - ended < RETRY_GRACE_SECONDS
 
 
 def nothing_finished(live: int, given_up: Sequence[str]) -> str:

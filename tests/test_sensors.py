@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
@@ -55,6 +56,44 @@ def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtim
             keys.append([r.run_key for r in sensor(context).run_requests])
         instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags={"dagster/partition": batch_id})
     assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
+
+
+def test_a_failed_run_the_daemon_retries_is_left_to_it_until_the_retry_is_overdue(settings, runtime, instance,
+                                                                                  demo_receipts, monkeypatch):
+    """A killed worker's run is the daemon's to retry; the sensor relaunches the batch only if that never comes."""
+    _prepared_and_submitted(runtime, demo_receipts)
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+    (batch_id,) = [b.batch_id for b in runtime.store.list_batches("lines")]
+    job = defs.resolve_job_def("lines_ingest_delta")
+
+    def keys() -> list[str]:
+        with build_sensor_context(instance=instance, resources=defs.resources) as context:
+            return [r.run_key for r in sensor(context).run_requests]
+
+    promised = instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE,
+                                           tags={"dagster/partition": batch_id, decisions.WILL_RETRY_TAG: "true"})
+    assert keys() == [f"lines-ingest-{batch_id}-0"]  # the key already used: nothing new is launched
+    monkeypatch.setattr(decisions, "RETRY_GRACE_SECONDS", 0)
+    assert keys() == [f"lines-ingest-{batch_id}-1"]  # the retry is overdue: the sensor launches the batch again
+    instance.add_run_tags(promised.run_id, {decisions.RETRIED_BY_TAG: "some-run"})
+    assert keys() == [f"lines-ingest-{batch_id}-0"]  # the daemon did retry: its run carries the batch
+
+
+GRACE = decisions.RETRY_GRACE_SECONDS
+
+
+@pytest.mark.parametrize(("tags", "ended_ago", "retries_on", "awaiting"), [
+    ({}, 0, False, False),  # no run retries: a failure is the sensor's to relaunch
+    ({}, 0, True, True),  # retries on, verdict not written yet
+    ({}, GRACE + 1, True, False),
+    ({"dagster/will_retry": "false"}, 0, True, False),
+    ({"dagster/will_retry": "true"}, 0, True, True),
+    ({"dagster/will_retry": "true"}, GRACE + 1, True, False),  # promised, never came
+    ({"dagster/will_retry": "true", "dagster/auto_retry_run_id": "r"}, GRACE + 1, True, True),
+])
+def test_awaiting_retry(tags, ended_ago, retries_on, awaiting):
+    assert decisions.awaiting_retry(tags, ended=1000.0, now=1000.0 + ended_ago, retries_enabled=retries_on) is awaiting
 
 
 def test_batch_status_sensor_pages_through_live_batches_across_ticks(

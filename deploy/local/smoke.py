@@ -25,6 +25,7 @@ from collections import Counter
 
 from embedding_assets.cli.deployment import Deployment, KindFollow, RunView, follow, launch_create
 from embedding_assets.data.demo import generate_receipts
+from embedding_assets.defs.assets import build_kind
 from embedding_assets.domain.models import KINDS, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.wiring import Runtime
@@ -55,10 +56,13 @@ class IngestKiller:
                     return
 
     def _run_process(self, run_id: str) -> int | None:
-        """The process holding the run's step log open: the run worker, inside its step."""
+        """The run worker: the process holding the run's step log open, apart from Dagster's log tailers."""
         pids = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split()
         for pid in pids:
             try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if any(script in cmdline.read() for script in (b"poll_compute_logs", b"watch_orphans")):
+                        continue
                 fds = os.listdir(f"/proc/{pid}/fd")
                 if any(run_id in os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds):
                     return int(pid)
@@ -73,6 +77,14 @@ def seed(runtime: Runtime, receipts: int) -> dict[str, int]:
     waiting = {kind: runtime.store.status_counts(kind).get(Status.NONE.value, 0) for kind in KINDS}
     print(f"seeded {len(written)} receipts: {waiting['lines']} lines and {waiting['words']} words to embed", flush=True)
     return waiting
+
+
+def print_runs(runs: list[RunView]) -> None:
+    print("runs:")
+    for r in runs:
+        retry = {k.removeprefix("dagster/"): v for k, v in r.tags.items()
+                 if k in ("dagster/will_retry", "dagster/parent_run_id", "dagster/auto_retry_run_id")}
+        print(f"  {r.run_id} {r.job:22} {r.status:8} {r.partition or ''} {retry or ''}".rstrip(), flush=True)
 
 
 def overlap(runs: list[RunView]) -> int:
@@ -207,11 +219,16 @@ def main() -> int:
     print("launched create-batches: " + ", ".join(f"{k} {[r[:8] for r in ids]}" for k, ids in creates.items()),
           flush=True)
     killer = IngestKiller(args.code_netns) if args.kill_ingest else None
-    done = follow(deployment, creates, since, args.timeout, lambda line: print(line, flush=True), on_tick=killer)
+    try:
+        done = follow(deployment, creates, since, args.timeout, lambda line: print(line, flush=True),
+                      on_tick=killer)
+    except TimeoutError as waiting:
+        print(f"PROBLEM: timed out after {args.timeout:.0f}s waiting for {waiting}", file=sys.stderr)
+        print_runs(deployment.runs([job for kind in creates for job in KindFollow(build_kind(kind), []).jobs], since))
+        print(f"store: {({kind: runtime.store.status_counts(kind) for kind in KINDS})}")
+        return 1
     runs = deployment.runs([job for state in done.values() for job in state.jobs], since)
-    print("runs:")
-    for r in runs:
-        print(f"  {r.run_id} {r.job:22} {r.status:8} {r.partition or ''}")
+    print_runs(runs)
     print_stages(runs, done)
     ingests = [r for r in runs if r.job.endswith("_ingest_delta")]
     problems = verify(deployment, runtime, settings, done, runs, killer)
