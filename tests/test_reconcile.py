@@ -53,6 +53,7 @@ def test_compaction_reads_only_the_changes_since_the_last_version(runtime, demo_
     assert report.changes_read == len(gone.words) + 1 and report.removed == len(gone.words) + 1
     assert not any(v.startswith(gone.key) for v in _vector_ids(runtime)) and word.key not in _vector_ids(runtime)
     assert runtime.vectors(KIND).latest().changes_cursor == runtime.store.changes_head(KIND)
+    assert report.changes_trimmed > 0 and len(runtime.store.vector_changes(KIND, "")[0]) <= 1, "applied, forgotten"
     assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok
     again = runtime.compactor(KIND).run()
     assert again.changes_read == 0 and not again.published, "a change is applied once"

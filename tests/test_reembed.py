@@ -230,9 +230,13 @@ def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_re
     old = Runtime.from_settings(settings)
     old.store.put_receipts(demo_receipts)
     drive(old, KIND)
-    success = old.store.status_counts(KIND)[Status.SUCCESS.value]
+    gone = demo_receipts[:2]  # deleted while the re-embed runs: the serving line must still hear of them
+    success = old.store.status_counts(KIND)[Status.SUCCESS.value] - sum(
+        item.status == Status.SUCCESS for r in gone for item in old.store.receipt_items(KIND, r.image_id, r.receipt_id))
     new = _with_dimensions(settings, NEW)
     new.start_reembed(KIND)
+    for receipt in gone:
+        old.store.delete_receipt(receipt.image_id, receipt.receipt_id)
     _step(new, max_items=10)
     with pytest.raises(ModelMismatch, match="a re-embed to"):
         old.compactor(KIND).run()
@@ -245,6 +249,8 @@ def test_reembed_with_the_serving_model_abandons_a_running_one(settings, demo_re
     assert _collection_dimensions(old) == (OLD, {OLD})
     assert old.store.status_counts(KIND)[Status.SUCCESS.value] == success
     assert snapshot_agreement(old.store, old.vectors(KIND)).ok
+    with old.vectors(KIND).readable() as collection:
+        assert not collection.get(where={"image_id": {"$in": [r.image_id for r in gone]}}, include=[])["ids"]
 
 
 def test_run_refuses_a_model_the_collection_does_not_hold_before_sending_anything(tmp_path, monkeypatch, capsys):

@@ -86,6 +86,13 @@ class ReceiptStore(Protocol):
     def changes_head(self, kind: str) -> str:
         """The cursor past the newest change so far ("" when there is none)."""
 
+    def trim_changes(self, kind: str, cursors: Sequence[str]) -> int:
+        """Forget the changes every one of `cursors` is past (the feed's readers' positions); how many.
+
+        Keeps the feed as long as the work still ahead of its slowest reader,
+        not as long as the table's history.
+        """
+
     def items_with_status(self, kind: str, status: str) -> Iterator[Item]: ...
 
     def pending_without_live_batch(self, kind: str) -> list[tuple[str, str | None]]:

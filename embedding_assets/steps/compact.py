@@ -39,7 +39,7 @@ from embedding_assets.domain.models import BatchRecord, Stage, Status
 from embedding_assets.domain.ports import ObjectStore, ReceiptStore, VectorCollection, VectorLine
 from embedding_assets.domain.vectors import NEXT, SERVING, Pointer, held_recipe
 from embedding_assets.steps.reembed import compaction_target, switch_if_complete
-from embedding_assets.steps.stale import delete_vectors, stale_by_scan, stale_from_changes
+from embedding_assets.steps.stale import delete_vectors, stale_by_scan, stale_from_changes, trim_feed
 
 # (vector id, the item keys it stands for), per merged delta
 Merged = list[tuple[str, list[str]]]
@@ -56,6 +56,7 @@ class CompactionReport:
     unchanged: int = 0
     removed: int = 0
     changes_read: int = 0
+    changes_trimmed: int = 0
     full_scan: bool = False
     items_marked: int = 0
     version: int | None = None
@@ -147,6 +148,7 @@ class Compactor:
                     progress(f"{self.kind}: re-embed complete, search now answers from v{switched.version} "
                              f"({switched.vectors_of}, {switched.vectors} vectors)")
             report.pruned = self.vectors.prune()
+            report.changes_trimmed = trim_feed(self.store, self.vectors)
         report.seconds = time.monotonic() - started
         return report
 

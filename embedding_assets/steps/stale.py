@@ -46,6 +46,18 @@ def changes_waiting(store: ReceiptStore, vectors: VectorLine) -> int:
     return len(store.vector_changes(vectors.kind, pointer.changes_cursor)[0])
 
 
+def trim_feed(store: ReceiptStore, vectors: VectorLine) -> int:
+    """Forget the changes both lines have applied; how many. The caller holds the kind's compaction lease.
+
+    The serving line counts during a re-embed too: if the re-embed is
+    abandoned, it goes on from its own cursor. A line without a published
+    cursor reads no feed: it starts at the head, or scans once.
+    """
+    pointers = [line.latest() for line in (vectors.serving_line(), vectors.next_line())]
+    cursors = [p.changes_cursor for p in pointers if p is not None and p.published and p.changes_cursor is not None]
+    return store.trim_changes(vectors.kind, cursors)
+
+
 def stale_by_scan(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str]) -> list[str]:
     """Every vector whose items are all neither SUCCESS nor in `keep`."""
     success = keep | {item.key for item in store.items_with_status(kind, Status.SUCCESS.value)}

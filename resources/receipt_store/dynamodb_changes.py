@@ -75,6 +75,17 @@ class DynamoChanges(DynamoTable):
         items = page.get("Items") or []
         return items[0]["SK"]["S"] if items else ""
 
+    def trim_changes(self, kind: str, cursors: Sequence[str]) -> int:
+        check_kind(kind)
+        if not cursors or not min(cursors):
+            return 0
+        records = list(self._query(
+            KeyConditionExpression="PK = :pk AND SK <= :upto", ProjectionExpression="PK, SK",
+            ExpressionAttributeValues=dump({":pk": _feed_pk(kind), ":upto": min(cursors)}),
+        ))[:-1]  # the newest change read is kept, so the head stays where it was
+        self._batch_write([{"DeleteRequest": {"Key": dump({"PK": r["PK"], "SK": r["SK"]})}} for r in records])
+        return len(records)
+
     def items_by_key(self, kind: str, keys: Sequence[str]) -> dict[str, Item]:
         check_kind(kind)
         table_keys = [k for k in (table_key(kind, key) for key in dict.fromkeys(keys)) if k is not None]

@@ -33,6 +33,17 @@ class SqliteChanges(SqliteDatabase):
         (head,) = self._read("SELECT MAX(seq) FROM vector_changes WHERE kind = ?", (kind,))[0]
         return str(head) if head is not None else ""
 
+    def trim_changes(self, kind: str, cursors: Sequence[str]) -> int:
+        check_kind(kind)
+        if not cursors:
+            return 0
+        # The newest change read is kept, so the head stays where it was.
+        with self._write() as db:
+            return db.execute(
+                "DELETE FROM vector_changes WHERE kind = ? AND seq < "
+                "(SELECT MAX(seq) FROM vector_changes WHERE kind = ? AND seq <= ?)",
+                (kind, kind, min(int(cursor or 0) for cursor in cursors))).rowcount
+
     def items_by_key(self, kind: str, keys: Sequence[str]) -> dict[str, Item]:
         check_kind(kind)
         found: dict[str, Item] = {}

@@ -404,6 +404,33 @@ def test_the_change_feed_records_what_can_make_a_vector_stale(receipt_store, mon
     assert set(gone) == set(keys[:3])
 
 
+def test_trimming_the_change_feed_forgets_only_what_every_reader_is_past(receipt_store, monkeypatch):
+    from resources.receipt_store import dynamodb_changes
+
+    monkeypatch.setattr(dynamodb_changes, "FEED_SETTLE_SECONDS", 0.0)
+    store = receipt_store
+    store.put_receipts([make_receipt("img-t", 1, ["A", "B", "C"], words_per_line=1)])
+    keys = [line_key("img-t", 1, i) for i in range(3)]
+    store.claim("lines", keys, "b1")
+    store.mark_success("lines", keys, "b1")
+    assert store.trim_changes("lines", []) == 0 and store.trim_changes("lines", [""]) == 0
+    for n in range(2):
+        store.set_text("lines", keys[0], f"A{n}")
+    _, first = store.vector_changes("lines", "")
+    store.set_text("lines", keys[1], "B2")
+    _, second = store.vector_changes("lines", first)
+    store.set_text("words", word_key("img-t", 1, 2, 0), "C2")
+
+    assert store.trim_changes("lines", [second, first]) > 0  # only what the slower reader is past
+    assert store.vector_changes("lines", first) == ([keys[1]], second)
+    assert store.changes_head("lines") == second
+    assert store.trim_changes("lines", [second]) > 0
+    assert store.vector_changes("lines", second) == ([], second) and store.changes_head("lines") == second
+    assert store.vector_changes("words", "")[0] == [word_key("img-t", 1, 2, 0)], "the other kind untouched"
+    store.set_text("lines", keys[2], "C2")
+    assert store.vector_changes("lines", second)[0] == [keys[2]], "a change after a trim is seen"
+
+
 def test_items_by_key_reads_any_status_and_skips_unknown_keys(receipt_store):
     store = receipt_store
     store.put_receipts([make_receipt("img-k", 1, ["A", "B"], words_per_line=1)])
