@@ -52,6 +52,7 @@ def test_only_rows_with_unembedded_lines_are_sent_but_embedded_rows_stay_context
     built = line_requests(items, None, fit(), "context3")
     assert [r.input for r in built.requests] == ["STORE\nMILK\nTOTAL"]
     assert "merchant_name" not in built.requests[0].metadata
+    assert built.requests[0].metadata["row"] == 1, "rows count from the top, sent or not"
 
 
 def test_empty_and_noise_lines_are_never_sent_and_get_a_reason():

@@ -15,6 +15,7 @@ import pytest
 from embedding_assets.api import search_receipts
 from embedding_assets.cli import main as cli
 from embedding_assets.data.realistic import labelled_receipts
+from embedding_assets.domain.fields import header_rows
 from embedding_assets.domain.settings import ConfigError, Settings
 from embedding_assets.domain.vectors import ModelMismatch
 from embedding_assets.steps.search import Query, Searcher, search
@@ -174,6 +175,38 @@ def test_a_recipe_change_goes_through_reembed_and_search_answers_from_the_old_co
 def test_an_unknown_recipe_fails_at_load_naming_the_variable(tmp_path):
     with pytest.raises(ConfigError, match="WORDS_RECIPE"):
         Settings.from_env(base_env(tmp_path) | {"WORDS_RECIPE": "paragraph"})
+
+
+@pytest.mark.parametrize(("query", "rows"), [
+    ("company", 1), ("COMPANY NAME", 1), ("store name", 1), ("name of the shop", 1), ("merchant", 1),
+    ("store address", None), ("company no", None), ("total", None), ("name", None), ("", None),
+])
+def test_a_query_naming_a_header_field_is_told_apart_from_one_asking_for_words(query, rows):
+    assert header_rows(query) == rows
+
+
+def test_company_name_finds_each_receipts_name_row_in_hybrid(embedded, labelled):
+    line = embedded.vectors(KIND)
+    hits = search(line, embedded.provider, "company name", k=10)
+    assert len(hits) == 10 and {_role(labelled, hit) for hit in hits} == {"merchant"}
+    receipt, roles = labelled[5]
+    (inside,) = search(line, embedded.provider, "company", k=1, receipt=f"{receipt.image_id}:{receipt.receipt_id}")
+    assert roles[int(inside.metadata["line_id"])] == "merchant" and inside.text == receipt.lines[0].text
+    assert any(h.metadata["row"] > 0 for h in search(line, embedded.provider, "company name", k=10, mode="vector"))
+
+
+def test_a_version_without_rows_answers_a_header_field_query_as_written(tmp_path, labelled):
+    """Vectors formatted before rows were recorded: the field query falls back to a plain hybrid search."""
+    runtime = Runtime.from_settings(Settings.from_env(base_env(tmp_path)))
+    line, provider = runtime.vectors(KIND), runtime.provider
+    texts = [row.text for receipt, _ in labelled[:2] for row in receipt.lines]
+    with line.writable(provider.model, provider.dimensions, "row-lower") as (collection, _):
+        collection.add(ids=[f"IMAGE#i#RECEIPT#00001#LINE#{n:05d}" for n in range(len(texts))],
+                       embeddings=provider.embed([t.lower() for t in texts]), documents=texts,
+                       metadatas=[{"image_id": "i", "receipt_id": 1, "line_id": n, "text": t}
+                                  for n, t in enumerate(texts)])
+    line.swap(line.stage(1), len(texts), provider.model, provider.dimensions, recipe="row-lower")
+    assert len(search(line, provider, "company name", k=5)) == 5
 
 
 def test_identical_builds_give_identical_answers(tmp_path):

@@ -174,6 +174,7 @@ def line_requests(
         meta["text"] = texts[index]
         meta["confidence"] = min(it.confidence for it in row)
         meta["row_line_ids"] = ",".join(str(it.line_id) for it in row)
+        meta["row"] = index  # 0 at the top: where a receipt's fields sit (see domain.fields)
         meta["recipe"] = recipe
         out.requests.append(Request(leftmost.key, sent.text, todo, meta, sent.tokens, sent.truncated))
     return out

@@ -20,6 +20,9 @@ query words then counts as much as the model's best guess, which is what
 finds dates and CASH rows where the model is weak (keyword matching alone
 scored 0.9 and 1.0 precision@10 on those on real receipts, vectors 0.0-0.6).
 Where the lexical side matches nothing, the vector ranking stands as it is.
+
+A query that only names a field by what it is ("company name") is answered
+from the rows where receipts print that field (`domain.fields`), in hybrid.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from embedding_assets.domain.fields import header_rows
 from embedding_assets.domain.ports import BatchProvider, SearchView, VectorLine
 
 MODES = ("hybrid", "vector", "lexical")
@@ -115,14 +119,21 @@ def search_view(view: SearchView, provider: BatchProvider, query: Query) -> list
     merchants = view.lexical.merchant_names(query.merchant) if query.merchant is not None else None
     if merchants == []:
         return []
-    where = _where(query, merchants)
     depth = query.k if query.mode == "vector" else max(query.k, CANDIDATES)
-    vector = _vector_ranking(view, provider, query, where, depth) if query.mode != "lexical" else {}
+    # A field named by what it is (see domain.fields): hybrid ranks only the top rows that hold it, if the
+    # version records rows (vectors formatted before it did have no `row`).
+    top = header_rows(query.text) if query.mode == "hybrid" else None
+    vector = _vector_ranking(view, provider, query, _where(query, merchants, top), depth) if top else {}
+    in_header = bool(vector)
+    if not in_header and query.mode != "lexical":
+        vector = _vector_ranking(view, provider, query, _where(query, merchants), depth)
     lexical: list[tuple[str, float]] = []
     if query.mode != "vector":
         # hybrid takes every match, so a vector candidate past the lexical top still gets its keyword's due
         limit = depth if query.mode == "lexical" else None
         lexical = view.lexical.rank(query.text, limit, query.receipt, query.merchant)
+        if in_header:
+            lexical = [(vid, score) for vid, score in lexical if vid in vector]
     if query.mode == "vector":
         scores = {vid: 1.0 - dist for vid, (_, dist) in vector.items()}
     elif query.mode == "lexical":
@@ -155,9 +166,10 @@ def _fuse(vector: list[str], lexical: list[tuple[str, float]]) -> dict[str, floa
     return scores
 
 
-def _where(query: Query, merchants: list[str] | None) -> dict[str, Any] | None:
-    """Chroma's filter for the query; `merchants` are the stored spellings of the asked merchant."""
-    clauses: list[dict[str, Any]] = []
+def _where(query: Query, merchants: list[str] | None, top_rows: int | None = None) -> dict[str, Any] | None:
+    """Chroma's filter for the query; `merchants` are the stored spellings of the asked merchant, `top_rows`
+    keeps each receipt's first rows only."""
+    clauses: list[dict[str, Any]] = [{"row": {"$lt": top_rows}}] if top_rows else []
     if query.receipt is not None:
         image_id, receipt_id = parse_receipt(query.receipt)
         clauses += [{"image_id": image_id}, {"receipt_id": receipt_id}]
