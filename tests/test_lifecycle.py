@@ -56,6 +56,28 @@ def test_failed_items_are_listed_with_their_error_and_can_be_retried(runtime, de
     assert runtime.store.status_counts("lines") == {Status.NONE.value: len(keys)}
 
 
+def test_a_text_change_between_reading_a_receipt_and_claiming_it_is_embedded_with_the_new_text(
+        runtime, demo_receipts, monkeypatch):
+    runtime.store.put_receipts(demo_receipts[:1])
+    word = next(runtime.store.items_with_status("words", Status.NONE.value))
+    claim = runtime.store.claim
+
+    def edited_meanwhile(kind, keys, batch_id, texts=None):
+        runtime.store.set_text(kind, word.key, "CORRECTED")  # the request file already holds the old text
+        monkeypatch.setattr(runtime.store, "claim", claim)
+        return claim(kind, keys, batch_id, texts)
+
+    monkeypatch.setattr(runtime.store, "claim", edited_meanwhile)
+    drive(runtime, "words")
+    assert runtime.store.status_counts("words")[Status.NONE.value] == 1, "left for the next batch, not sent stale"
+    drive(runtime, "words")
+
+    assert runtime.store.status_counts("words") == {Status.SUCCESS.value: len(demo_receipts[0].words)}
+    directory, _ = runtime.vectors("words").read_copy()
+    with persistent_collection(directory, "words") as collection:
+        assert collection.get(ids=[word.key], include=["metadatas"])["metadatas"][0]["text"] == "CORRECTED"
+
+
 def test_a_text_change_while_its_batch_is_out_never_leaves_the_old_texts_vector(runtime, demo_receipts):
     runtime.store.put_receipts(demo_receipts[:2])
     runtime.pipeline.prepare("words", 10_000, progress=lambda _: None)

@@ -59,6 +59,7 @@ class ReceiptRequests:
     receipt_id: int
     requests: list[Request] = field(default_factory=list)
     noise: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # item key -> its text as read, for the claim
 
 
 def clean_text(text: str) -> str:
@@ -162,6 +163,7 @@ def line_requests(
         todo = [it.key for it in row if it.status == Status.NONE]
         if not todo:
             continue
+        out.texts.update((it.key, it.text) for it in row if it.status == Status.NONE)
         if recipe == "context3":
             above = texts[index - 1] if index > 0 else EDGE
             below = texts[index + 1] if index + 1 < len(rows) else EDGE
@@ -190,6 +192,7 @@ def word_requests(
         for index, word in enumerate(row):
             if word.status != Status.NONE:
                 continue
+            out.texts[word.key] = word.text
             if recipe == "context5":
                 left = [texts[i] if i >= 0 else EDGE for i in (index - 2, index - 1)]
                 right = [texts[i] if i < len(row) else EDGE for i in (index + 1, index + 2)]

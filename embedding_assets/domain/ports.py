@@ -7,7 +7,7 @@ see these methods, which is what lets both run the same code paths.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,8 +43,14 @@ class ReceiptStore(Protocol):
 
     def merchant_name(self, image_id: str, receipt_id: int) -> str | None: ...
 
-    def claim(self, kind: str, keys: Sequence[str], batch_id: str) -> list[str]:
-        """NONE -> PENDING for `batch_id`; returns the keys this call won."""
+    def claim(self, kind: str, keys: Sequence[str], batch_id: str, texts: Mapping[str, str] | None = None
+              ) -> list[str]:
+        """NONE -> PENDING for `batch_id`; returns the keys this call won.
+
+        `texts`, the text each item had when its request was built: an item
+        given new text since then is not claimed (its request carries the
+        old text), and is sent with its new text later.
+        """
 
     def release(
         self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int

@@ -114,7 +114,7 @@ def _write_batch(parts: StepParts, kind: str, planned: PlannedFile, report: Prep
     batch_id = new_batch_id(kind)
     input_key, manifest_key, _ = batch_keys(kind, batch_id)
     wanted = [k for receipt in planned.receipts for r in receipt.requests for k in r.item_keys]
-    won = set(parts.store.claim(kind, wanted, batch_id))
+    won = set(parts.store.claim(kind, wanted, batch_id, {k: r.texts[k] for r in planned.receipts for k in r.texts}))
     report.lost_claims += len(wanted) - len(won)
     requests: list[tuple[bytes, dict[str, Any]]] = []
     line_iter = iter(planned.lines)

@@ -8,7 +8,7 @@ that item's, so two claimers never both win one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from embedding_assets.domain.models import OWNS_ITEMS, Item, Status
@@ -50,7 +50,8 @@ class DynamoStatuses(DynamoChanges):
         wanted = [key for key in dict.fromkeys(keys) if table_key(kind, key) is not None]
         return dict(zip(wanted, self._write_each([build(key, Expression()) for key in wanted])))
 
-    def claim(self, kind: str, keys: Sequence[str], batch_id: str) -> list[str]:
+    def claim(self, kind: str, keys: Sequence[str], batch_id: str, texts: Mapping[str, str] | None = None
+              ) -> list[str]:
         """NONE -> PENDING for `batch_id`; returns the keys this call won, in input order.
 
         Noise items are never claimed since they must never be sent. An item
@@ -61,7 +62,9 @@ class DynamoStatuses(DynamoChanges):
 
         def build(key: str, e: Expression) -> dict[str, Any]:
             not_noise = f"(attribute_not_exists({e.n('is_noise')}) OR {e.n('is_noise')} = {e.v(False)})"
-            return self._status_update(kind, key, Status.PENDING, e, f"{e.status_is(Status.NONE)} AND {not_noise}",
+            as_read = "" if texts is None else f" AND {e.n('text')} = {e.v(texts[key])}"
+            return self._status_update(kind, key, Status.PENDING, e,
+                                       f"{e.status_is(Status.NONE)} AND {not_noise}{as_read}",
                                        sets=[f"{e.n('embedding_batch_id')} = {e.v(batch_id)}"])
 
         def won(done: bool, old: dict[str, Any] | None) -> bool:

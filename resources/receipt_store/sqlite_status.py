@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from embedding_assets.domain.models import OWNS_ITEMS, Item, Status
 from resources.receipt_store.rules import check_kind
@@ -17,7 +17,8 @@ PAGE_SIZE = 500
 class SqliteStatuses(SqliteDatabase):
     """Claims, releases and the other status transitions, and the reads by status."""
 
-    def claim(self, kind: str, keys: Sequence[str], batch_id: str) -> list[str]:
+    def claim(self, kind: str, keys: Sequence[str], batch_id: str, texts: Mapping[str, str] | None = None
+              ) -> list[str]:
         """NONE -> PENDING for `batch_id`; returns the keys this call won, in input order.
 
         One UPDATE per key so the rowcount says which keys were won; noise
@@ -28,10 +29,11 @@ class SqliteStatuses(SqliteDatabase):
         won: list[str] = []
         with self._write() as conn:
             for key in keys:
+                as_read = "" if texts is None else " AND text = ?"
                 cursor = conn.execute(
                     "UPDATE items SET status = 'PENDING', batch_id = ?, updated_at = ?"
-                    " WHERE key = ? AND kind = ? AND status = 'NONE' AND is_noise = 0",
-                    (batch_id, now, key, kind),
+                    " WHERE key = ? AND kind = ? AND status = 'NONE' AND is_noise = 0" + as_read,
+                    (batch_id, now, key, kind, *(() if texts is None else (texts[key],))),
                 )
                 if cursor.rowcount:
                     won.append(key)

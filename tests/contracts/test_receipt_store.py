@@ -144,6 +144,19 @@ def test_claim_only_none_and_not_noise(receipt_store):
     assert items[keys[3]].status is Status.NONE
 
 
+def test_a_claim_given_the_texts_read_skips_an_item_edited_since(receipt_store):
+    store = receipt_store
+    store.put_receipts([make_receipt("img-e", 1, ["APPLE JUICE 2.99", "BREAD"], words_per_line=1)])
+    keys = [line_key("img-e", 1, 0), line_key("img-e", 1, 1)]
+    read = {item.key: item.text for item in store.receipt_items("lines", "img-e", 1)}
+    store.set_text("lines", keys[0], "ORANGE SODA 1.49")  # lands between the read and the claim
+
+    assert store.claim("lines", keys, "b1", read) == [keys[1]]
+    edited = store.items_by_key("lines", [keys[0]])[keys[0]]
+    assert (edited.status, edited.text) == (Status.NONE, "ORANGE SODA 1.49")
+    assert store.claim("lines", keys[:1], "b2", {keys[0]: "ORANGE SODA 1.49"}) == keys[:1]
+
+
 def test_two_claimers_racing_each_win_disjoint_items(store_backend):
     """Windows of 10 keys shifted by 5, met at a barrier, so both sides contest the same keys at once."""
     setup = store_backend.open()
