@@ -360,3 +360,34 @@ def test_a_seed_table_is_embedded_and_still_parses_afterwards(tmp_path, moto_end
     assert {item["PK"]["S"] for item in seen_by_seed} >= {"BATCH#seeds-own"} | {
         item["PK"]["S"] for item in ours if item["batch_type"]["S"] == "LINE_EMBEDDING"}
     assert not [key for key in after if key[0].startswith("LOCK#")]  # every lease was released
+
+
+def test_a_long_import_writes_each_groups_change_records_just_before_its_own_writes(store, monkeypatch):
+    """A compaction reading the feed in the middle of a big re-import must not consume records of changes
+    the import has not made yet (it would see the items unchanged and move past them for good)."""
+    from resources.receipt_store import dynamodb_changes, dynamodb_receipts
+
+    monkeypatch.setattr(dynamodb_changes, "FEED_SETTLE_SECONDS", 0.0)  # every record counts as settled
+    count = dynamodb_receipts._RECEIPTS_PER_GROUP + 3
+    receipts = [make_receipt(f"img-g{n:03d}", 1, ["KEEP", "DROP"]) for n in range(count)]
+    store.put_receipts(receipts)
+    cursor = store.changes_head("lines")
+    last = receipts[-1]
+    reads: list[str] = []
+    batch_write = store._batch_write
+
+    def read_midway(requests):
+        if not reads and any("DeleteRequest" in r for r in requests):  # a compaction amid the item writes
+            keys, moved = store.vector_changes("lines", cursor)
+            reads.append(moved)
+            assert line_key(last.image_id, 1, 1) not in keys
+        batch_write(requests)
+
+    monkeypatch.setattr(store, "_batch_write", read_midway)
+    store.put_receipts([make_receipt(r.image_id, 1, ["KEEP"]) for r in receipts])  # every DROP line goes
+    assert line_key(last.image_id, 1, 1) in store.vector_changes("lines", reads[0])[0], "still ahead of the cursor"
+
+
+def test_a_cursor_stamped_by_a_clock_running_ahead_reads_nothing_yet(store):
+    ahead = "2999-01-01T00:00:00.000000+00:00#abc#000000"
+    assert store.vector_changes("lines", ahead) == ([], ahead)

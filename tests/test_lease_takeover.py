@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def test_a_store_made_before_holders_were_recorded_gains_the_columns(tmp_path):
     store = SqliteReceiptStore(path)
     with Lease(store, NAME, TTL, TTL / 2):
         assert store.lock_state(NAME).holder == this_process()
+
+
+def test_a_renewal_that_errors_is_tried_again_and_the_lease_stays_ours(runtime, monkeypatch):
+    """One failed heartbeat (the store busy for a moment) must not let the lease lapse under a live holder."""
+    store = runtime.store
+    beat = store.heartbeat_lock
+    failures = iter([RuntimeError("database is locked")])
+
+    def flaky(*args, **kwargs):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return beat(*args, **kwargs)
+
+    monkeypatch.setattr(store, "heartbeat_lock", flaky)
+    with Lease(store, NAME, 1.0, 0.2) as lease:
+        time.sleep(2.0)  # two TTLs: only renewals after the failed one keep it
+        lease.check()
+        assert store.lock_owner(NAME) == lease.owner
+        with pytest.raises(LeaseHeld), Lease(store, NAME, 1.0, 0.2):
+            pass

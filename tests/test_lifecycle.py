@@ -78,6 +78,35 @@ def test_a_text_change_between_reading_a_receipt_and_claiming_it_is_embedded_wit
         assert collection.get(ids=[word.key], include=["metadatas"])["metadatas"][0]["text"] == "CORRECTED"
 
 
+def test_an_older_batch_finishing_after_the_newer_one_never_puts_back_the_old_texts_vector(runtime, demo_receipts):
+    """The item re-sent after a text change: its second batch is merged first, its first one last."""
+    runtime.store.put_receipts(demo_receipts[:1])
+    quiet = {"progress": lambda _: None}
+    runtime.pipeline.prepare("words", 10_000, **quiet)
+    runtime.pipeline.submit("words", **quiet)
+    word = next(runtime.store.items_with_status("words", Status.PENDING.value))
+    first = word.batch_id
+    assert runtime.store.set_text("words", word.key, "NEWTEXT")
+    runtime.pipeline.prepare("words", 10_000, **quiet)
+    runtime.pipeline.submit("words", **quiet)
+    second = runtime.store.items_by_key("words", [word.key])[word.key].batch_id
+    finished = {record.batch_id for record in runtime.pipeline.poll("words", 100)[0]}
+    assert {first, second} <= finished and first != second
+
+    runtime.pipeline.ingest(second, **quiet)
+    runtime.compactor("words").run()
+    runtime.pipeline.ingest(first, **quiet)
+    late = runtime.compactor("words").run()
+
+    assert late.skipped == 1, "the late batch's row for the re-sent word is not merged"
+    assert runtime.store.status_counts("words") == {Status.SUCCESS.value: len(demo_receipts[0].words)}
+    directory, _ = runtime.vectors("words").read_copy()
+    with persistent_collection(directory, "words") as collection:
+        (meta,) = collection.get(ids=[word.key], include=["metadatas"])["metadatas"]
+    assert (meta["text"], meta["batch_id"]) == ("NEWTEXT", second)
+    assert snapshot_agreement(runtime.store, runtime.vectors("words")).ok
+
+
 def test_a_text_change_while_its_batch_is_out_never_leaves_the_old_texts_vector(runtime, demo_receipts):
     runtime.store.put_receipts(demo_receipts[:2])
     runtime.pipeline.prepare("words", 10_000, progress=lambda _: None)

@@ -195,18 +195,21 @@ def test_company_name_finds_each_receipts_name_row_in_hybrid(embedded, labelled)
     assert any(h.metadata["row"] > 0 for h in search(line, embedded.provider, "company name", k=10, mode="vector"))
 
 
-def test_a_version_without_rows_answers_a_header_field_query_as_written(tmp_path, labelled):
-    """Vectors formatted before rows were recorded: the field query falls back to a plain hybrid search."""
+def test_a_collection_from_before_rows_answers_a_header_field_query_as_written(tmp_path, labelled):
+    """Its vectors record no row, or only the newer ones do: the field query is a plain hybrid search."""
     runtime = Runtime.from_settings(Settings.from_env(base_env(tmp_path)))
     line, provider = runtime.vectors(KIND), runtime.provider
     texts = [row.text for receipt, _ in labelled[:2] for row in receipt.lines]
     with line.writable(provider.model, provider.dimensions, "row-lower") as (collection, _):
+        collection.modify(metadata={"model": provider.model, "dimensions": provider.dimensions, "recipe": "row-lower"})
         collection.add(ids=[f"IMAGE#i#RECEIPT#00001#LINE#{n:05d}" for n in range(len(texts))],
                        embeddings=provider.embed([t.lower() for t in texts]), documents=texts,
-                       metadatas=[{"image_id": "i", "receipt_id": 1, "line_id": n, "text": t}
+                       metadatas=[{"image_id": "i", "receipt_id": 1, "line_id": n, "text": t, **({"row": n} if n < 3
+                                                                                                  else {})}
                                   for n, t in enumerate(texts)])
     line.swap(line.stage(1), len(texts), provider.model, provider.dimensions, recipe="row-lower")
-    assert len(search(line, provider, "company name", k=5)) == 5
+    hits = search(line, provider, "company name", k=5)
+    assert len(hits) == 5 and any("row" not in hit.metadata for hit in hits)
 
 
 def test_identical_builds_give_identical_answers(tmp_path):

@@ -190,6 +190,7 @@ def build_kind(kind: str) -> KindDefinitions:
         agreement = sampled_agreement(runtime.store, runtime.vectors(kind), report.touched)
         return MaterializeResult(check_results=[agreement_result(COMPACTION_CHECK, agreement)], metadata={
             "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "skipped": report.skipped,
             "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
             "removed": report.removed, "changes_read": report.changes_read,
             "changes_trimmed": report.changes_trimmed, "full_scan": report.full_scan,

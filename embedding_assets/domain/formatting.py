@@ -187,7 +187,7 @@ def word_requests(
 ) -> ReceiptRequests:
     """One request per unembedded word, its input made by `recipe`."""
     out, live = _split_noise(words)
-    for row in visual_rows(live):
+    for row_index, row in enumerate(visual_rows(live)):
         texts = [clean_text(w.text) for w in row]
         for index, word in enumerate(row):
             if word.status != Status.NONE:
@@ -200,7 +200,8 @@ def word_requests(
             else:
                 sent = fit(texts[index].lower())
             meta = _base_metadata(word, merchant_name)
-            meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence, recipe=recipe)
+            meta.update(word_id=word.word_id, text=texts[index], confidence=word.confidence, recipe=recipe,
+                        row=row_index)
             meta.update(x=word.box.x, y=word.box.y, width=word.box.width, height=word.box.height)
             out.requests.append(Request(word.key, sent.text, [word.key], meta, sent.tokens, sent.truncated))
     return out

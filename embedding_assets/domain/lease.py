@@ -117,10 +117,22 @@ class Lease:
         self.store.release_lock(self.name, self.owner)
 
     def _beat(self) -> None:
+        """Renew until stopped. A renewal that errors (the store busy or unreachable for a moment) is tried
+        again at the next beat; the lease is given up only when the store says it is not ours any more, or
+        when no renewal has landed for a whole TTL (by then another process may have taken it)."""
+        renewed = time.monotonic()
         while not self._stop.wait(self.interval):
-            if not self.store.heartbeat_lock(self.name, self.owner, self.ttl):
+            try:
+                ours = self.store.heartbeat_lock(self.name, self.owner, self.ttl)
+            except Exception as exc:  # any store error is retried: it must not end the renewals
+                log.warning(f"lease {self.name!r}: renewal failed ({exc}); trying again in {self.interval:.0f}s")
+                if time.monotonic() - renewed < self.ttl:
+                    continue
+                ours = False
+            if not ours:
                 self._lost.set()
                 return
+            renewed = time.monotonic()
 
     def check(self) -> None:
         """Raise LeaseLost unless we still own the lease right now."""

@@ -54,6 +54,7 @@ class CompactionReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    skipped: int = 0  # delta rows no longer this batch's to merge (their items were sent again since)
     removed: int = 0
     changes_read: int = 0
     changes_trimmed: int = 0
@@ -154,7 +155,7 @@ class Compactor:
 
     def _still_owned(self, merged: dict[str, Merged]) -> set[str]:
         """Merged keys whose vectors stay: still PENDING for the batch whose delta was merged (about to be
-        marked), or SUCCESS already (the same delta merged again after a crash before its marking finished).
+        marked), or SUCCESS for it already (the same delta merged again after a crash before its marking finished).
 
         An item whose text changed while its batch was out is NONE again; its
         fresh vector is for the old text, so it must go with the stale ones
@@ -163,7 +164,7 @@ class Compactor:
         wanted = {key: batch_id for batch_id, rows in merged.items() for _, keys in rows for key in keys}
         items = self.store.items_by_key(self.kind, sorted(wanted))
         return {key for key, item in items.items()
-                if item.status == Status.SUCCESS or (item.status == Status.PENDING and item.batch_id == wanted[key])}
+                if item.status in (Status.SUCCESS, Status.PENDING) and item.batch_id == wanted[key]}
 
     def _stale(self, collection: VectorCollection, pointer: Pointer | None, merged: dict[str, Merged],
                owned: set[str], report: CompactionReport) -> tuple[list[str], str]:
@@ -200,10 +201,17 @@ class Compactor:
                 return []
             for chunk in read_delta(path, self.chunk_size):
                 lease.check()
+                keys = [item_keys_of_vector(vector_id, meta) for vector_id, meta in zip(chunk.ids, chunk.metadatas)]
+                owners = self._owners([key for row in keys for key in row])
+                own = [n for n in range(len(chunk.ids)) if record.batch_id in {owners.get(k) for k in keys[n]}]
                 existing = collection.get(ids=chunk.ids, include=["metadatas"])
                 holder = {i: (m or {}).get("batch_id") for i, m in zip(existing["ids"], existing["metadatas"])}
-                new = [n for n, i in enumerate(chunk.ids) if i not in holder]
-                changed = [n for n, i in enumerate(chunk.ids) if i in holder and holder[i] != record.batch_id]
+                new = [n for n in own if chunk.ids[n] not in holder]
+                changed = [n for n in own if chunk.ids[n] in holder and holder[chunk.ids[n]] != record.batch_id]
+                # This batch's vector left by a run killed before the item moved on: it goes with the stale.
+                leftover = [n for n in range(len(chunk.ids)) if n not in set(own)
+                            and holder.get(chunk.ids[n]) == record.batch_id]
+                report.skipped += len(chunk.ids) - len(own)
                 for op, rows in ((collection.add, new), (collection.upsert, changed)):
                     if rows:
                         op(
@@ -214,10 +222,20 @@ class Compactor:
                         )
                 report.added += len(new)
                 report.updated += len(changed)
-                report.unchanged += len(chunk.ids) - len(new) - len(changed)
-                merged.extend((vector_id, item_keys_of_vector(vector_id, meta))
-                              for vector_id, meta in zip(chunk.ids, chunk.metadatas))
+                report.unchanged += len(own) - len(new) - len(changed)
+                merged.extend((chunk.ids[n], keys[n]) for n in sorted([*own, *leftover]))
         return merged
+
+    def _owners(self, keys: list[str]) -> dict[str, str]:
+        """Key -> the batch whose vector the item is waiting for or holds (PENDING or SUCCESS for it).
+
+        A batch merges only rows it owns: an older batch finishing after a
+        newer one (the item re-sent after a text change) must not put the old
+        text's vector over the new one.
+        """
+        items = self.store.items_by_key(self.kind, sorted(set(keys)))
+        return {key: item.batch_id for key, item in items.items()
+                if item.batch_id and item.status in (Status.PENDING, Status.SUCCESS)}
 
     def _foreign_model(self, path: Path) -> str | None:
         """What the delta was embedded with, when that is not the configured model, size and recipe; else None."""

@@ -120,9 +120,10 @@ def search_view(view: SearchView, provider: BatchProvider, query: Query) -> list
     if merchants == []:
         return []
     depth = query.k if query.mode == "vector" else max(query.k, CANDIDATES)
-    # A field named by what it is (see domain.fields): hybrid ranks only the top rows that hold it, if the
-    # version records rows (vectors formatted before it did have no `row`).
-    top = header_rows(query.text) if query.mode == "hybrid" else None
+    # A field named by what it is (see domain.fields): hybrid ranks only the top rows that hold it, in a
+    # collection whose every vector records its row (`rows`; older collections hold vectors without).
+    rows_recorded = bool((view.collection.metadata or {}).get("rows"))
+    top = header_rows(query.text) if query.mode == "hybrid" and rows_recorded else None
     vector = _vector_ranking(view, provider, query, _where(query, merchants, top), depth) if top else {}
     in_header = bool(vector)
     if not in_header and query.mode != "lexical":

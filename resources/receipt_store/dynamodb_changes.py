@@ -55,10 +55,12 @@ class DynamoChanges(DynamoTable):
 
     def vector_changes(self, kind: str, after: str) -> tuple[list[str], str]:
         check_kind(kind)
+        horizon = self._horizon()
+        if after >= horizon:  # a cursor from a host whose clock runs ahead: nothing settled past it yet
+            return [], after
         records = list(self._query(
             KeyConditionExpression="PK = :pk AND SK BETWEEN :after AND :horizon",
-            ExpressionAttributeValues=dump({":pk": _feed_pk(kind), ":after": after or " ",
-                                            ":horizon": self._horizon()}),
+            ExpressionAttributeValues=dump({":pk": _feed_pk(kind), ":after": after or " ", ":horizon": horizon}),
             ConsistentRead=True,
         ))
         records = [r for r in records if r["SK"] > after]

@@ -22,6 +22,10 @@ from resources.receipt_store.rules import check_kind, validate_receipt
 
 Record = dict[str, Any]
 _KIND_OF_TYPE = {item_type: kind for kind, item_type in ITEM_TYPE.items()}
+# Receipts written behind one write-ahead group of change records. The feed is read once its records are
+# FEED_SETTLE_SECONDS old, so each group's changes must land well within that after its records: a whole
+# large import recorded up front would have its records read (item still unchanged) before it got to them.
+_RECEIPTS_PER_GROUP = 25
 # Attributes a place item carries when this store wrote it; anything more is the seed's.
 _OWN_PLACE_ATTRIBUTES = frozenset({"PK", "SK", "TYPE", "merchant_name"})
 
@@ -52,11 +56,15 @@ class DynamoReceipts(DynamoChanges):
             validate_receipt(receipt)
             validate_layout(receipt)
             latest[receipt.key] = receipt  # a receipt listed twice: the later one wins, as it would in order
-        plans = parallel(self._plan_receipt, list(latest.values()))
-        for kind in ITEM_TYPE:  # write-ahead: the change feed first (see dynamodb_changes)
-            self._record_changes(kind, [key for _, _, changed in plans for of_kind, key in changed if of_kind == kind])
-        self._batch_write([request for writes, _, _ in plans for request in writes])
-        parallel(lambda update: self._apply_update(*update), [update for _, updates, _ in plans for update in updates])
+        ordered = list(latest.values())
+        for start in range(0, len(ordered), _RECEIPTS_PER_GROUP):
+            plans = parallel(self._plan_receipt, ordered[start:start + _RECEIPTS_PER_GROUP])
+            for kind in ITEM_TYPE:  # write-ahead: the change feed first (see dynamodb_changes)
+                self._record_changes(kind, [key for _, _, changed in plans for of_kind, key in changed
+                                            if of_kind == kind])
+            self._batch_write([request for writes, _, _ in plans for request in writes])
+            parallel(lambda update: self._apply_update(*update),
+                     [update for _, updates, _ in plans for update in updates])
         return len(receipts)
 
     def _receipt_records(self, image_id: str, receipt_id: int) -> list[dict[str, Any]]:

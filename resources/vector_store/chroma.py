@@ -36,9 +36,10 @@ def open_client(path: Path) -> Any:
 
 def collection_options(model: str, dimensions: int | None, recipe: str | None) -> dict[str, Any]:
     """How a new collection is created, in either mode: the index settings, and the model, dimensions and
-    recipe its vectors are of (`check_model` compares them on every open)."""
+    recipe its vectors are of (`check_model` compares them on every open). `rows`: every vector records its
+    row from the top of its receipt, which collections made before that did not (search reads it)."""
     return {"embedding_function": None, "configuration": {"hnsw": HNSW},
-            "metadata": {"model": model, "dimensions": int(dimensions or 0), "recipe": recipe or ""}}
+            "metadata": {"model": model, "dimensions": int(dimensions or 0), "recipe": recipe or "", "rows": 1}}
 
 
 @contextmanager
