@@ -232,5 +232,7 @@ def check_layout(item: dict[str, Any]) -> None:
         assert item["GSI1SK"] == {"S": f"EXPIRES#{item['expires']['S']}"}
     elif kind == "RECEIPT_PLACE":
         assert sk.endswith("#PLACE") and "S" in item["merchant_name"]
+    elif kind == "EMBEDDING_MERCHANT":  # ours: an imported merchant name, under a key no seed query reads
+        assert pk.startswith("EMBEDDING_MERCHANT#IMAGE#") and set(item) == {"PK", "SK", "TYPE", "merchant_name"}
     else:
         assert kind == "RECEIPT" or sk.count("#") == 1, kind

@@ -45,9 +45,11 @@ def test_written_items_follow_the_seed_layout(store):
 
     assert items[("IMAGE#img-a", "RECEIPT#00001")] == {
         "PK": {"S": "IMAGE#img-a"}, "SK": {"S": "RECEIPT#00001"}, "TYPE": {"S": "RECEIPT"}}
-    assert items[("IMAGE#img-a", "RECEIPT#00001#PLACE")] == {
-        "PK": {"S": "IMAGE#img-a"}, "SK": {"S": "RECEIPT#00001#PLACE"}, "TYPE": {"S": "RECEIPT_PLACE"},
-        "merchant_name": {"S": "Shop"}}
+    assert ("IMAGE#img-a", "RECEIPT#00001#PLACE") not in items, "place items are the seed's, read only"
+    assert items[("EMBEDDING_MERCHANT#IMAGE#img-a", "RECEIPT#00001")] == {
+        "PK": {"S": "EMBEDDING_MERCHANT#IMAGE#img-a"}, "SK": {"S": "RECEIPT#00001"},
+        "TYPE": {"S": "EMBEDDING_MERCHANT"}, "merchant_name": {"S": "Shop"}}
+    assert store.merchant_name("img-a", 1) == "Shop"
     for item in items.values():
         check_layout(item)
     word = items[("IMAGE#img-a", "RECEIPT#00001#LINE#00000#WORD#00000")]
@@ -391,3 +393,16 @@ def test_a_long_import_writes_each_groups_change_records_just_before_its_own_wri
 def test_a_cursor_stamped_by_a_clock_running_ahead_reads_nothing_yet(store):
     ahead = "2999-01-01T00:00:00.000000+00:00#abc#000000"
     assert store.vector_changes("lines", ahead) == ([], ahead)
+
+
+def test_a_place_item_an_earlier_version_wrote_moves_to_our_own_merchant_item(store):
+    """Earlier imports wrote a bare place item; the seed's place reader fails on one, so it is moved."""
+    legacy = {"PK": {"S": "IMAGE#img-m"}, "SK": {"S": "RECEIPT#00001#PLACE"}, "TYPE": {"S": "RECEIPT_PLACE"},
+              "merchant_name": {"S": "Old Name"}}
+    store._client.put_item(TableName=store.table_name, Item=legacy)
+    store.put_receipts([make_receipt("img-m", 1, ["TOTAL"], merchant="New Name")])
+    items = raw_items(store)
+    assert ("IMAGE#img-m", "RECEIPT#00001#PLACE") not in items and store.merchant_name("img-m", 1) == "New Name"
+    store.put_receipts([make_receipt("img-m", 1, ["TOTAL"])])  # no merchant any more
+    assert store.merchant_name("img-m", 1) is None
+    assert ("EMBEDDING_MERCHANT#IMAGE#img-m", "RECEIPT#00001") not in raw_items(store)

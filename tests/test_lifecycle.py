@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Status
 from embedding_assets.steps.consistency import snapshot_agreement
 from resources.vector_store.chroma import persistent_collection
@@ -125,3 +128,36 @@ def test_a_text_change_while_its_batch_is_out_never_leaves_the_old_texts_vector(
     directory, _ = runtime.vectors("words").read_copy()
     with persistent_collection(directory, "words") as collection:
         assert collection.get(ids=[word.key], include=["metadatas"])["metadatas"][0]["text"] == "CHANGED"
+
+
+def _a_row_vector(runtime, kind="lines"):
+    """(vector id, the line keys it stands for, its text) of some row of two or more lines."""
+    directory, _ = runtime.vectors(kind).read_copy()
+    with persistent_collection(directory, kind) as collection:
+        got = collection.get(include=["metadatas", "documents"])
+    return next((vid, item_keys_of_vector(vid, meta), doc) for vid, meta, doc in
+                zip(got["ids"], got["metadatas"], got["documents"]) if len(item_keys_of_vector(vid, meta)) > 1)
+
+
+def test_a_line_deleted_from_its_row_takes_the_row_vector_and_the_rest_of_the_row_is_embedded_again(
+        runtime, demo_receipts):
+    runtime.store.put_receipts(demo_receipts[:2])
+    drive(runtime, "lines")
+    vector_id, keys, text = _a_row_vector(runtime)
+    receipt = next(r for r in demo_receipts if vector_id.startswith(r.key))
+    survivors = [k for k in keys if k != vector_id]
+    shorter = copy.deepcopy(receipt)
+    shorter.lines = [line for line in shorter.lines if line.key != vector_id]  # the row's leftmost line goes
+    runtime.store.put_receipts([shorter])
+
+    report = runtime.compactor("lines").run()
+
+    assert report.resent == len(survivors) and vector_id not in _vector_ids(runtime, "lines")
+    assert {runtime.store.items_by_key("lines", [k])[k].status for k in survivors} == {Status.NONE}
+    drive(runtime, "lines")
+    directory, _ = runtime.vectors("lines").read_copy()
+    with persistent_collection(directory, "lines") as collection:
+        (meta,) = collection.get(ids=[survivors[0]], include=["metadatas"])["metadatas"]
+    deleted = next(line.text for line in receipt.lines if line.key == vector_id)
+    assert meta["text"] != text and deleted not in meta["text"].split(), "the row without the deleted line"
+    assert snapshot_agreement(runtime.store, runtime.vectors("lines")).ok

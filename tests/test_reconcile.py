@@ -8,6 +8,7 @@ import boto3
 from dagster import materialize
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
+from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Status, parse_item_key
 from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import sampled_agreement, snapshot_agreement
@@ -86,6 +87,26 @@ def test_reconcile_removes_a_vector_whose_item_was_deleted_behind_our_back(backe
     assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok
     assert reconcile(runtime.store, runtime.vectors(KIND), steps.lock_ttl_seconds, steps.heartbeat_seconds, 100,
                      progress=lambda _: None).clean
+
+
+def test_reconcile_drops_a_row_vector_whose_line_was_deleted_and_sends_the_rest_of_the_row_again(
+        backend_settings, demo_receipts):
+    runtime = Runtime.from_settings(backend_settings)
+    runtime.store.put_receipts(demo_receipts[:2])
+    drive(runtime, "lines")
+    line = runtime.vectors("lines")
+    with line.readable() as collection:
+        got = collection.get(include=["metadatas"])
+    vector_id, keys = next((vid, item_keys_of_vector(vid, meta)) for vid, meta in zip(got["ids"], got["metadatas"])
+                           if len(item_keys_of_vector(vid, meta)) > 1)
+    _delete_behind_our_back(backend_settings, vector_id)  # the row's leftmost line
+    steps = runtime.tuning.steps
+    report = reconcile(runtime.store, line, steps.lock_ttl_seconds, steps.heartbeat_seconds, 100,
+                       progress=lambda _: None)
+    assert report.removed == 1 and report.requeued == len(keys) - 1
+    assert vector_id not in _vector_ids(runtime, "lines")
+    drive(runtime, "lines")
+    assert snapshot_agreement(runtime.store, line).ok and vector_id not in _vector_ids(runtime, "lines")
 
 
 def test_the_daily_reconcile_job_reports_what_it_repaired(settings, instance, demo_receipts):

@@ -16,6 +16,7 @@ from dagster import SkipReason, build_sensor_context
 
 from embedding_assets.cli import main as cli
 from embedding_assets.definitions import KIND_DEFS, build_definitions
+from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Stage, Status
 from embedding_assets.domain.settings import Settings
 from embedding_assets.domain.vectors import NEXT, ModelMismatch
@@ -269,3 +270,26 @@ def test_run_refuses_a_model_the_collection_does_not_hold_before_sending_anythin
     err = capsys.readouterr().err
     assert f"holds {LOCAL_MODEL} vectors of {OLD} dimensions" in err and "reembed --kind lines" in err
     assert runtime.store.status_counts(KIND)[Status.NONE.value] == 1, "nothing was claimed or sent"
+
+
+def test_an_item_corrected_during_a_reembed_keeps_its_new_text_when_the_reembed_is_abandoned(settings, demo_receipts):
+    old = Runtime.from_settings(settings)
+    old.store.put_receipts(demo_receipts[:2])
+    drive(old, KIND)
+    first = min(demo_receipts[:2], key=lambda receipt: receipt.key)
+    corrected = first.lines[0].key
+    new = _with_dimensions(settings, NEW)
+    new.start_reembed(KIND)
+    new.store.set_text(KIND, corrected, "CORRECTED TEXT 123")
+    _step(new, max_items=len(first.lines))  # the corrected line goes into NEXT only
+    assert new.store.items_by_key(KIND, [corrected])[corrected].status == Status.SUCCESS
+    assert old.vectors(KIND).next_line().latest() is not None, "not switched yet"
+
+    assert old.start_reembed(KIND).abandoned
+    drive(old, KIND)
+
+    with old.vectors(KIND).readable() as collection:
+        got = collection.get(where={"image_id": first.image_id}, include=["metadatas"])
+    (text,) = [meta["text"] for meta in got["metadatas"] if corrected in item_keys_of_vector("", meta)]
+    assert "CORRECTED TEXT 123" in text
+    assert snapshot_agreement(old.store, old.vectors(KIND)).ok

@@ -193,7 +193,7 @@ def build_kind(kind: str) -> KindDefinitions:
             "skipped": report.skipped,
             "items_marked": report.items_marked, "version": report.version or 0, "vectors": report.vectors,
             "removed": report.removed, "changes_read": report.changes_read,
-            "changes_trimmed": report.changes_trimmed, "full_scan": report.full_scan,
+            "changes_trimmed": report.changes_trimmed, "resent": report.resent, "full_scan": report.full_scan,
             "published": report.published, "pruned_versions": len(report.pruned),
             "line": report.line, "reembed_switched": report.switched, "superseded_deltas": report.superseded,
             "seconds": round(report.seconds, 3), "prompt_tokens": report.prompt_tokens, "cost_usd": report.cost_usd,

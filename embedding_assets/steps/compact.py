@@ -58,6 +58,7 @@ class CompactionReport:
     removed: int = 0
     changes_read: int = 0
     changes_trimmed: int = 0
+    resent: int = 0  # SUCCESS lines sent again because a line of their row was deleted
     full_scan: bool = False
     items_marked: int = 0
     version: int | None = None
@@ -177,9 +178,12 @@ class Compactor:
             stale.update(stale_by_scan(self.store, self.kind, collection, owned))
             report.full_scan = True
         else:
-            found, cursor, report.changes_read = stale_from_changes(
+            found, resend, cursor, report.changes_read = stale_from_changes(
                 self.store, self.kind, collection, owned, pointer.changes_cursor)
             stale.update(found)
+            # Before the new version is published: a crash in between leaves the row's vector and the
+            # feed's records in place, so the next run finds both again.
+            report.resent = self.store.requeue(self.kind, Status.SUCCESS.value, resend) if resend else 0
         report.touched.extend(sorted(stale))
         return sorted(stale), cursor
 

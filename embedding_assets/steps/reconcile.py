@@ -62,13 +62,18 @@ def reconcile(store: ReceiptStore, vectors: VectorLine, lock_ttl_seconds: float,
         report.success_items = len(success)
         recipe = held_recipe(kind, pointer.recipe)
         with line.writable(pointer.model, pointer.dimensions, recipe or "") as (collection, _):
-            covered: set[str] = set()
-            stale: list[str] = []
-            for vector_id, meta in iter_metadatas(collection):
-                keys = item_keys_of_vector(vector_id, meta or {})
-                covered.update(keys)
-                if not any(key in success for key in keys):
-                    stale.append(vector_id)
+            rows = {vector_id: item_keys_of_vector(vector_id, meta or {})
+                    for vector_id, meta in iter_metadatas(collection)}
+            stale = [vector_id for vector_id, keys in rows.items() if not any(key in success for key in keys)]
+            # A row vector with a line deleted from the store carries that line's text: it goes, and the
+            # row's SUCCESS lines, no longer covered, are sent again below.
+            partial = {key for keys in rows.values() if any(key in success for key in keys)
+                       for key in keys if key not in success}
+            present = store.items_by_key(kind, sorted(partial)) if partial else {}
+            stale += [vector_id for vector_id, keys in rows.items()
+                      if any(key in success for key in keys) and any(k in partial and k not in present for k in keys)]
+            gone = set(stale)
+            covered = {key for vector_id, keys in rows.items() if vector_id not in gone for key in keys}
             report.vectors_before = collection.count()
             report.removed = delete_vectors(collection, stale, chunk_size)
             remaining = collection.count()

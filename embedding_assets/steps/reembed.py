@@ -30,10 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from embedding_assets.domain.formatting import clean_text, item_keys_of_vector
 from embedding_assets.domain.lease import Lease, compaction_lease
-from embedding_assets.domain.models import Status
+from embedding_assets.domain.models import Item, Status
 from embedding_assets.domain.ports import ReceiptStore, VectorLine
-from embedding_assets.domain.vectors import ModelMismatch, Pointer, held_recipe
+from embedding_assets.domain.vectors import ModelMismatch, Pointer, held_recipe, iter_metadatas
 from embedding_assets.steps.consistency import item_keys_in
 
 
@@ -101,10 +102,33 @@ def start_reembed(store: ReceiptStore, serving: VectorLine, model: str, dimensio
 
 
 def _requeue_missing_from(store: ReceiptStore, line: VectorLine) -> int:
-    """SUCCESS items the line's latest published version holds no vector for go back to NONE."""
-    held = item_keys_in(line)
-    keys = [item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value) if item.key not in held]
+    """SUCCESS items the line's latest published version holds no vector for, or one of other text, go back
+    to NONE.
+
+    Other text: an item corrected while the other line was being built was
+    embedded into that line (its batch, not the one this line's vector
+    came from); this line still holds the vector of its old text.
+    """
+    success = {item.key: item for item in store.items_with_status(line.kind, Status.SUCCESS.value)}
+    held: set[str] = set()
+    outdated: set[str] = set()
+    with line.readable() as collection:
+        for vector_id, meta in iter_metadatas(collection) if collection is not None else ():
+            keys = item_keys_of_vector(vector_id, meta or {})
+            held.update(keys)
+            items = [success[key] for key in keys if key in success]
+            if len(items) == len(keys) and _of_other_text(items, meta or {}):
+                outdated.update(keys)
+    keys = [key for key in success if key not in held or key in outdated]
     return store.requeue(line.kind, Status.SUCCESS.value, keys)
+
+
+def _of_other_text(items: list[Item], meta: dict[str, Any]) -> bool:
+    """Whether a vector made by another batch than the items' own stands for other text than theirs now
+    (a vector without a batch, from before batches were recorded, is taken as it is)."""
+    batch = meta.get("batch_id")
+    return (bool(batch) and any(item.batch_id != batch for item in items)
+            and " ".join(clean_text(item.text) for item in items) != meta.get("text"))
 
 
 def _switch_left_over(serving: VectorLine, pending: Pointer) -> bool:

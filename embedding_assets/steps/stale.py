@@ -15,8 +15,6 @@ vectors must stay although the store does not say SUCCESS yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from embedding_assets.domain.formatting import item_keys_of_vector
 from embedding_assets.domain.models import Status, parse_item_key
 from embedding_assets.domain.ports import ReceiptStore, VectorCollection, VectorLine
@@ -24,8 +22,15 @@ from embedding_assets.domain.vectors import iter_metadatas
 
 
 def stale_from_changes(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str],
-                       cursor: str) -> tuple[list[str], str, int]:
-    """(stale vector ids, the feed's new cursor, changes read) for the changes after `cursor`."""
+                       cursor: str) -> tuple[list[str], list[str], str, int]:
+    """(stale vector ids, SUCCESS items to send again, the feed's new cursor, changes read) for the changes
+    after `cursor`.
+
+    A row vector whose every line is gone or unembedded is stale. So is one
+    with a line deleted from the store: its text (and maybe its id) is that
+    line's, so it goes, and the row's remaining SUCCESS lines are sent again
+    to be embedded as the row they now make.
+    """
     changed, new_cursor = store.vector_changes(kind, cursor)
     candidates: dict[str, list[str]] = {}
     for image_id, receipt_id in sorted({_receipt_of(key) for key in changed}):
@@ -33,9 +38,19 @@ def stale_from_changes(store: ReceiptStore, kind: str, collection: VectorCollect
                              include=["metadatas"])
         for vector_id, meta in zip(got["ids"], got["metadatas"]):
             candidates[vector_id] = item_keys_of_vector(vector_id, meta or {})
-    success = _success_keys(store, kind, (key for keys in candidates.values() for key in keys))
-    stale = [vid for vid, keys in candidates.items() if not any(key in keep or key in success for key in keys)]
-    return stale, new_cursor, len(changed)
+    items = store.items_by_key(kind, sorted({key for keys in candidates.values() for key in keys}))
+    success = {key for key, item in items.items() if item.status == Status.SUCCESS}
+    stale: list[str] = []
+    resend: list[str] = []
+    for vector_id, keys in candidates.items():
+        if any(key in keep for key in keys):
+            continue
+        if not any(key in success for key in keys):
+            stale.append(vector_id)
+        elif any(key not in items for key in keys):
+            stale.append(vector_id)
+            resend += [key for key in keys if key in success]
+    return stale, resend, new_cursor, len(changed)
 
 
 def changes_waiting(store: ReceiptStore, vectors: VectorLine) -> int:
@@ -69,11 +84,6 @@ def delete_vectors(collection: VectorCollection, ids: list[str], chunk_size: int
     for start in range(0, len(ids), chunk_size):
         collection.delete(ids=ids[start:start + chunk_size])
     return len(ids)
-
-
-def _success_keys(store: ReceiptStore, kind: str, keys: Iterable[str]) -> set[str]:
-    items = store.items_by_key(kind, sorted(set(keys)))
-    return {key for key, item in items.items() if item.status == Status.SUCCESS}
 
 
 def _receipt_of(key: str) -> tuple[str, int]:

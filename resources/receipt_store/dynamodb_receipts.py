@@ -26,8 +26,15 @@ _KIND_OF_TYPE = {item_type: kind for kind, item_type in ITEM_TYPE.items()}
 # FEED_SETTLE_SECONDS old, so each group's changes must land well within that after its records: a whole
 # large import recorded up front would have its records read (item still unchanged) before it got to them.
 _RECEIPTS_PER_GROUP = 25
-# Attributes a place item carries when this store wrote it; anything more is the seed's.
+# Attributes of a place item an earlier version of this store wrote; anything more is the seed's.
 _OWN_PLACE_ATTRIBUTES = frozenset({"PK", "SK", "TYPE", "merchant_name"})
+# The merchant name an import carries is kept under a key of our own, never as a place item: the seed's
+# place reader fails on the attributes such an item would lack (SEED_TABLE_LAYOUT: place items are read only).
+MERCHANT_TYPE = "EMBEDDING_MERCHANT"
+
+
+def _merchant_key(image_id: str, receipt_id: int) -> dict[str, str]:
+    return {"PK": f"{MERCHANT_TYPE}#IMAGE#{image_id}", "SK": receipt_sort_key(receipt_id)}
 
 
 class DynamoReceipts(DynamoChanges):
@@ -46,9 +53,9 @@ class DynamoReceipts(DynamoChanges):
         know (the seed's `extracted_data`, say) survive; items the receipt no
         longer holds are deleted. A receipt row is written only where the key
         is free (an existing receipt or placeholder row is the seed's). The
-        place item is written only when there is none or this store wrote it
-        (it holds nothing but the merchant name); the seed's own place items
-        are never touched.
+        merchant name goes to an item of our own (`MERCHANT_TYPE`); place
+        items are the seed's and never written, except that one an earlier
+        version of this store wrote (nothing but the name) is moved to ours.
         """
         receipts = list(receipts)
         latest: dict[str, Receipt] = {}
@@ -89,13 +96,15 @@ class DynamoReceipts(DynamoChanges):
         if receipt_sk not in existing:
             writes.append({"PutRequest": {"Item": dump({"PK": pk, "SK": receipt_sk, "TYPE": "RECEIPT"})}})
         place = existing.get(f"{receipt_sk}#PLACE")
-        ours = place is None or set(place) <= _OWN_PLACE_ATTRIBUTES
-        if ours and receipt.merchant_name and (place or {}).get("merchant_name") != receipt.merchant_name:
-            place_item = {"PK": pk, "SK": f"{receipt_sk}#PLACE", "TYPE": "RECEIPT_PLACE",
-                          "merchant_name": receipt.merchant_name}
-            writes.append({"PutRequest": {"Item": dump(place_item)}})
-        elif ours and place is not None and not receipt.merchant_name:
+        if place is not None and set(place) <= _OWN_PLACE_ATTRIBUTES:
             writes.append({"DeleteRequest": {"Key": dump({"PK": pk, "SK": place["SK"]})}})
+        merchant = _merchant_key(receipt.image_id, receipt.receipt_id)
+        kept = self._get(dump(merchant))
+        if receipt.merchant_name and (kept or {}).get("merchant_name") != receipt.merchant_name:
+            writes.append({"PutRequest": {"Item": dump({**merchant, "TYPE": MERCHANT_TYPE,
+                                                        "merchant_name": receipt.merchant_name})}})
+        elif kept is not None and not receipt.merchant_name:
+            writes.append({"DeleteRequest": {"Key": dump(merchant)}})
         wanted = set()
         changed: list[tuple[str, str]] = []
         for item in (*receipt.lines, *receipt.words):
@@ -133,7 +142,7 @@ class DynamoReceipts(DynamoChanges):
             raise RuntimeError(f"{new['PK']} {new['SK']} changed while importing; run the import again")
 
     def delete_receipt(self, image_id: str, receipt_id: int) -> int:
-        """Remove a receipt row, its lines and words, and a place item this store wrote.
+        """Remove a receipt row, its lines and words, and the merchant name this store keeps for it.
 
         Returns how many lines and words went; their vectors leave the
         snapshot at the next compaction. A placeholder at the receipt key,
@@ -153,7 +162,7 @@ class DynamoReceipts(DynamoChanges):
             gone.append({"DeleteRequest": {"Key": dump({"PK": record["PK"], "SK": record["SK"]})}})
         for kind in ITEM_TYPE:  # write-ahead, as in put_receipts
             self._record_changes(kind, [key for of_kind, key in items if of_kind == kind])
-        self._batch_write(gone)
+        self._batch_write([*gone, {"DeleteRequest": {"Key": dump(_merchant_key(image_id, receipt_id))}}])
         return len(items)
 
     def receipt_count(self) -> int:
@@ -203,8 +212,9 @@ class DynamoReceipts(DynamoChanges):
         return sorted(items, key=lambda item: (item.line_id, item.word_id or 0))
 
     def merchant_name(self, image_id: str, receipt_id: int) -> str | None:
-        """From the receipt place item, read only."""
+        """From the seed's receipt place item (read only), else from the one an import gave."""
         place = self._get(dump({"PK": f"IMAGE#{image_id}", "SK": f"{receipt_sort_key(receipt_id)}#PLACE"}))
-        if place is None or place.get("TYPE") != "RECEIPT_PLACE":
-            return None
-        return place.get("merchant_name") or None
+        if place is not None and place.get("TYPE") == "RECEIPT_PLACE" and place.get("merchant_name"):
+            return str(place["merchant_name"])
+        ours = self._get(dump(_merchant_key(image_id, receipt_id)))
+        return str(ours["merchant_name"]) if ours and ours.get("merchant_name") else None
