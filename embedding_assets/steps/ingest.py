@@ -3,6 +3,10 @@
 Failures are released conditionally on the owning batch (repeats are no-ops),
 the delta and the per-receipt usage are written, and only then is the record
 marked DELTA_READY; a crash anywhere before that repeats the whole step.
+
+The delta is labelled with the model and size the requests were built for (on
+the record), not with what is configured now: a batch still out when the
+model changes is another model's, and compaction supersedes it.
 """
 
 from __future__ import annotations
@@ -79,18 +83,20 @@ def ingest(parts: StepParts, batch_id: str, progress: Progress) -> IngestReport:
     report = IngestReport(batch_id, record.stage.value)
     _, _, delta_key = batch_keys(record.kind, batch_id)
     provider = parts.provider
+    # Records from before the batch kept its model were built for the configured one.
+    model, dimensions = record.model or provider.model, record.dimensions or provider.dimensions
     with parts.scratch() as tmp:
         manifest = load_manifest(parts, record, tmp)
         errors: dict[str, str] = {}
         done: set[str] = set()
         usage = UsageTally()
         delta_path = tmp / "delta.parquet"
-        with DeltaWriter(delta_path, provider.dimensions) as writer:
+        with DeltaWriter(delta_path, dimensions) as writer:
             for file_id in (record.output_file_id, record.error_file_id):
                 if file_id:
                     path = tmp / f"{file_id}.jsonl"
                     provider.download(file_id, path)
-                    _read_results(path, record, manifest, writer, _Outcome(done, errors, report, usage), provider.model)
+                    _read_results(path, record, manifest, writer, _Outcome(done, errors, report, usage), model)
         report.vectors = writer.count
         unfinished = f"not processed: batch ended {record.stage.value}"
         if record.last_error:
@@ -105,8 +111,8 @@ def ingest(parts: StepParts, batch_id: str, progress: Progress) -> IngestReport:
             parts.objects.put_file(delta_key, delta_path)
     # The batch's own usage is what is billed; the per-line sum stands in where the provider gives none.
     report.prompt_tokens = record.prompt_tokens or report.prompt_tokens
-    report.cost_usd = batch_cost(provider.model, report.prompt_tokens, parts.settings.prices)
-    write_usage(parts.objects, record, provider.model, report.prompt_tokens, report.cost_usd, usage)
+    report.cost_usd = batch_cost(model, report.prompt_tokens, parts.settings.prices)
+    write_usage(parts.objects, record, model, report.prompt_tokens, report.cost_usd, usage)
     parts.store.update_batch(
         batch_id, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None, delta_sha256=sha,
         vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,

@@ -307,6 +307,7 @@ def test_batch_record_round_trip_and_update(receipt_store):
     store = receipt_store
     record = make_batch("b1", created_at="2024-01-01T00:00:00+00:00")
     record.receipt_refs = [("img-a", 1), ("img-b", 12)]
+    record.model, record.dimensions = "text-embedding-3-small", 512
     store.put_batch(record)
 
     got = store.get_batch("b1")
