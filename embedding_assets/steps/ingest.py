@@ -2,7 +2,9 @@
 
 Failures are released conditionally on the owning batch (repeats are no-ops),
 the delta and the per-receipt usage are written, and only then is the record
-marked DELTA_READY; a crash anywhere before that repeats the whole step.
+marked DELTA_READY; a crash anywhere before that repeats the whole step. That
+mark is conditional on the batch not being ingested yet, so a second ingest of
+the same batch finishing after a compaction never sends it back to DELTA_READY.
 
 The delta is labelled with the model and size the requests were built for (on
 the record), not with what is configured now: a batch still out when the
@@ -107,22 +109,34 @@ def ingest(parts: StepParts, batch_id: str, progress: Progress) -> IngestReport:
         report.failed_requests = len(errors) - report.unfinished_requests
         _release(parts, record, manifest, errors, report)
         sha = writer.sha256 if writer.count else None
+        if _ingested_meanwhile(parts, batch_id):  # its delta may already be merged, and deleted
+            report.already_done = True
+            return report
         if sha:
             parts.objects.put_file(delta_key, delta_path)
     # The batch's own usage is what is billed; the per-line sum stands in where the provider gives none.
     report.prompt_tokens = record.prompt_tokens or report.prompt_tokens
     report.cost_usd = batch_cost(model, report.prompt_tokens, parts.settings.prices)
     write_usage(parts.objects, record, model, report.prompt_tokens, report.cost_usd, usage)
-    parts.store.update_batch(
-        batch_id, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None, delta_sha256=sha,
-        vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,
+    marked = parts.store.update_batch_from(
+        batch_id, PROVIDER_TERMINAL, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None,
+        delta_sha256=sha, vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,
         failed_requests=len(errors),
     )
+    if marked is None:  # another ingest of this batch got there first
+        report.already_done = True
+        return report
     if parts.settings.delete_intermediate:  # the request file is only needed until the batch is ingested
         parts.objects.delete(record.input_key)
     report.seconds = time.monotonic() - started
     progress(f"{record.kind}: batch {batch_id} -> {report.vectors} vectors, {len(errors)} requests released")
     return report
+
+
+def _ingested_meanwhile(parts: StepParts, batch_id: str) -> bool:
+    """Whether another ingest of the batch finished while this one read the results."""
+    current = parts.store.get_batch(batch_id)
+    return current is None or current.stage not in PROVIDER_TERMINAL
 
 
 @dataclass
