@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 
 import pytest
 
 from embedding_assets.domain.deltas import CorruptDelta
 from embedding_assets.domain.lease import LeaseHeld, LeaseLost
-from embedding_assets.domain.models import Stage, Status
+from embedding_assets.domain.models import Stage, Status, batch_keys
+from embedding_assets.domain.settings import Settings
 from embedding_assets.domain.vectors import CorruptSnapshot, iter_metadatas
+from embedding_assets.steps.ingest import ingest
+from embedding_assets.wiring import Runtime
 from resources.vector_store.chroma import persistent_collection
 from tests.crashes import drive
+from tests.support import base_env
 
 
 def _ingested(runtime, kind="lines"):
@@ -118,3 +123,41 @@ def test_a_truncated_snapshot_archive_is_detected_not_half_applied(runtime, demo
     with pytest.raises(CorruptSnapshot):
         fresh.read_copy()
     assert not (fresh.root / "read" / str(pointer.version) / ".complete").exists()
+
+
+class _RaceAfterUpload:
+    """The real object store, with another run's work done right after this run uploads `key`."""
+
+    def __init__(self, objects, key, meanwhile):
+        self._objects, self._key, self._meanwhile = objects, key, meanwhile
+
+    def put_file(self, key, path):
+        self._objects.put_file(key, path)
+        if key == self._key:
+            self._meanwhile()
+
+    def __getattr__(self, name):
+        return getattr(self._objects, name)
+
+
+def test_a_second_ingest_finishing_after_the_compaction_leaves_the_batch_compacted(tmp_path, demo_receipts):
+    runtime = Runtime.from_settings(Settings.from_env(base_env(tmp_path) | {"DELETE_PROCESSED_DELTAS": "true"}))
+    runtime.store.put_receipts(demo_receipts[:2])
+    runtime.pipeline.prepare("lines", 10_000_000, progress=lambda _: None)
+    runtime.pipeline.submit("lines", progress=lambda _: None)
+    (record,) = runtime.pipeline.poll("lines", 100)[0]
+
+    def first_ingest_and_its_compaction():
+        runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+        runtime.compactor("lines").run()
+
+    _, _, delta_key = batch_keys("lines", record.batch_id)
+    late = replace(runtime.pipeline, objects=_RaceAfterUpload(runtime.objects, delta_key,
+                                                                   first_ingest_and_its_compaction))
+    report = ingest(late, record.batch_id, progress=lambda _: None)
+
+    assert runtime.store.get_batch(record.batch_id).stage is Stage.COMPACTED
+    assert report.already_done
+    runtime.store.put_receipts(demo_receipts[2:3])
+    drive(runtime, "lines")  # a later compaction does not trip over the deleted delta
+    assert set(runtime.store.status_counts("lines")) <= {Status.SUCCESS.value, Status.NOISE.value}

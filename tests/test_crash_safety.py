@@ -44,7 +44,7 @@ CASES = [
     ("submit-after-create", "submit", lambda rt: _provider_method(rt, "create_batch"), "after", ("prepare",)),
     ("ingest-mid-delta", "ingest", lambda rt: "embedding_assets.domain.deltas:DeltaWriter.add", "during:40",
      ("prepare", "submit", "poll")),
-    ("ingest-after-delta-upload", "ingest", lambda rt: _store_method(rt, "update_batch"), "before",
+    ("ingest-after-delta-upload", "ingest", lambda rt: _store_method(rt, "update_batch_from"), "before",
      ("prepare", "submit", "poll")),
     ("compact-mid-merge", "compact", lambda rt: "chromadb.api.models.Collection:Collection.add", "after",
      ("prepare", "submit", "poll", "ingest")),

@@ -352,3 +352,35 @@ def test_the_dagster_assets_and_runner_work_against_the_batch_api(tmp_path, fake
     assert record.stage == Stage.COMPACTED and record.prompt_tokens == fake_api.billed_tokens()
     assert record.cost_usd == pytest.approx(fake_api.billed_tokens() * 0.02 / 1e6)
     assert meta["cost_usd"].value == record.cost_usd and meta["model"].value == "text-embedding-3-small"
+
+
+def test_a_batch_sent_with_the_old_model_is_superseded_not_merged_into_the_reembed(tmp_path, fake_api):
+    """ada-002 and 3-small share a size: only what the batch was sent with tells their vectors apart."""
+    old = make_runtime(tmp_path, fake_api, EMBEDDING_MODEL="text-embedding-ada-002", EMBEDDING_DIMENSIONS="")
+    drive(old)
+    old.store.put_receipts(generate_receipts(3, seed=5)[2:])
+    old.pipeline.prepare(KIND, 100_000, quiet)
+    old.pipeline.submit(KIND, quiet)
+    (in_flight,) = old.store.list_batches(KIND, [Stage.SUBMITTED])
+    new = Runtime.from_settings(Settings.from_env(openai_env(
+        tmp_path, fake_api, EMBEDDING_MODEL="text-embedding-3-small", EMBEDDING_DIMENSIONS="")))
+    new.provider.backoff_seconds = 0.01
+    assert new.provider.dimensions == old.provider.dimensions
+    new.start_reembed(KIND)
+
+    settle(new.pipeline, new.store)  # the old batch finishes and is ingested under the new configuration
+    report = new.compactor(KIND).run(quiet)
+
+    assert report.superseded == 1
+    keys = [key for line in new.objects.get_bytes(in_flight.manifest_key).splitlines()
+            for key in json.loads(line)["item_keys"]]
+    items = new.store.items_by_key(KIND, keys).values()
+    assert keys and {item.status for item in items} == {Status.NONE}
+    drive(new)
+    assert new.vectors(KIND).latest().model == "text-embedding-3-small"
+    assert {item.status for item in new.store.items_by_key(KIND, keys).values()} == {Status.SUCCESS}
+    with new.vectors(KIND).readable() as collection:
+        batches = {meta["batch_id"] for meta in collection.get(include=["metadatas"])["metadatas"]}
+    assert in_flight.batch_id not in batches
+    assert {fake_api.batches_for(b)[0]["model"] for b in batches} == {"text-embedding-3-small"}
+

@@ -137,6 +137,40 @@ def test_a_batch_of_the_old_model_in_flight_at_the_start_is_not_merged(settings,
         assert collection.get(ids=[edited.key], include=["documents"])["documents"][0] is not None
 
 
+
+@pytest.mark.parametrize("abandon", [False, True], ids=["reembed", "abandoned-reembed"])
+def test_a_batch_out_when_the_size_changes_is_ingested_at_its_own_size_and_superseded(settings, demo_receipts,
+                                                                                     abandon):
+    """Ingested under the new configuration, the batch keeps the size it was sent for: no request fails for
+    it, and compaction sends its items again instead of merging them into a collection of another size."""
+    old = Runtime.from_settings(settings)
+    old.store.put_receipts(demo_receipts)
+    drive(old, KIND)
+    new = _with_dimensions(settings, NEW)
+    sender, ingester = (new, old) if abandon else (old, new)
+    if abandon:
+        new.start_reembed(KIND)
+    else:
+        old.store.set_text(KIND, next(old.store.items_with_status(KIND, Status.SUCCESS.value)).key, "EDITED")
+    sender.pipeline.prepare(KIND, 10, progress=lambda _: None)
+    sender.pipeline.submit(KIND, progress=lambda _: None)
+    (out,) = sender.store.list_batches(KIND, [Stage.SUBMITTED])
+    ingester.start_reembed(KIND)  # the re-embed starts, or is abandoned, while the batch is out
+    for record in ingester.pipeline.poll(KIND, 100)[0]:
+        ingester.pipeline.ingest(record.batch_id, progress=lambda _: None)
+
+    ingested = ingester.store.get_batch(out.batch_id)
+    assert ingested.failed_requests == 0 and ingested.vectors == out.request_count
+    report = ingester.compactor(KIND).run()
+
+    assert report.superseded == 1
+    assert ingester.store.status_counts(KIND).get(Status.FAILED.value, 0) == 0
+    drive(ingester, KIND)
+    size = OLD if abandon else NEW
+    assert _collection_dimensions(ingester) == (size, {size})
+    assert snapshot_agreement(ingester.store, ingester.vectors(KIND)).ok
+
+
 @pytest.fixture
 def embedded_with_short_lease(tmp_path, demo_receipts) -> Settings:
     """Everything embedded at the old size, with a lease a killed child's successor can wait out."""

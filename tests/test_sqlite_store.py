@@ -8,13 +8,14 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from embedding_assets.domain.models import line_key, receipt_key
 from resources.receipt_store.sqlite import SqliteReceiptStore
-from tests.support import make_receipt
+from tests.support import make_batch, make_receipt
 
 
 @pytest.fixture
@@ -84,3 +85,21 @@ def test_concurrent_claims_from_two_processes_never_share_an_item(tmp_path):
 
     assert set(won["a"]) & set(won["b"]) == set()
     assert set(won["a"]) | set(won["b"]) == set(keys)
+
+
+def test_a_store_from_before_batches_kept_their_model_opens_and_reads_them_as_unknown(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    first = SqliteReceiptStore(path)
+    first.put_batch(make_batch("b1"))
+    first.close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE batches DROP COLUMN model")
+        conn.execute("ALTER TABLE batches DROP COLUMN dimensions")
+        conn.commit()
+
+    reopened = SqliteReceiptStore(path)
+
+    assert (reopened.get_batch("b1").model, reopened.get_batch("b1").dimensions) == ("", 0)
+    reopened.put_batch(replace(make_batch("b2"), model="text-embedding-3-small", dimensions=512))
+    assert (reopened.get_batch("b2").model, reopened.get_batch("b2").dimensions) == ("text-embedding-3-small", 512)
+    reopened.close()

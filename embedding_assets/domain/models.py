@@ -189,6 +189,10 @@ class BatchRecord:
     submitted_at: str | None = None
     updated_at: str = ""
     last_error: str | None = None
+    # The model and vector size the requests were built for; ingest labels the delta with them, so a batch
+    # still out when the configuration moves on is recognised as another model's. "" / 0 on older records.
+    model: str = ""
+    dimensions: int = 0
 
 
 @dataclass(frozen=True)

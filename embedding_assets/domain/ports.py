@@ -119,6 +119,12 @@ class ReceiptStore(Protocol):
 
     def update_batch(self, batch_id: str, **changes: Any) -> BatchRecord: ...
 
+    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
+        """`update_batch` only while the record is in one of `stages`, in one conditional write; None when not.
+
+        Two runs of one step (a retry beside a slow original) must not move a record back.
+        """
+
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     def list_batches(self, kind: str, stages: Iterable[Stage] | None = None) -> list[BatchRecord]:

@@ -2,7 +2,13 @@
 
 Failures are released conditionally on the owning batch (repeats are no-ops),
 the delta and the per-receipt usage are written, and only then is the record
-marked DELTA_READY; a crash anywhere before that repeats the whole step.
+marked DELTA_READY; a crash anywhere before that repeats the whole step. That
+mark is conditional on the batch not being ingested yet, so a second ingest of
+the same batch finishing after a compaction never sends it back to DELTA_READY.
+
+The delta is labelled with the model and size the requests were built for (on
+the record), not with what is configured now: a batch still out when the
+model changes is another model's, and compaction supersedes it.
 """
 
 from __future__ import annotations
@@ -79,18 +85,20 @@ def ingest(parts: StepParts, batch_id: str, progress: Progress) -> IngestReport:
     report = IngestReport(batch_id, record.stage.value)
     _, _, delta_key = batch_keys(record.kind, batch_id)
     provider = parts.provider
+    # Records from before the batch kept its model were built for the configured one.
+    model, dimensions = record.model or provider.model, record.dimensions or provider.dimensions
     with parts.scratch() as tmp:
         manifest = load_manifest(parts, record, tmp)
         errors: dict[str, str] = {}
         done: set[str] = set()
         usage = UsageTally()
         delta_path = tmp / "delta.parquet"
-        with DeltaWriter(delta_path, provider.dimensions) as writer:
+        with DeltaWriter(delta_path, dimensions) as writer:
             for file_id in (record.output_file_id, record.error_file_id):
                 if file_id:
                     path = tmp / f"{file_id}.jsonl"
                     provider.download(file_id, path)
-                    _read_results(path, record, manifest, writer, _Outcome(done, errors, report, usage), provider.model)
+                    _read_results(path, record, manifest, writer, _Outcome(done, errors, report, usage), model)
         report.vectors = writer.count
         unfinished = f"not processed: batch ended {record.stage.value}"
         if record.last_error:
@@ -101,22 +109,34 @@ def ingest(parts: StepParts, batch_id: str, progress: Progress) -> IngestReport:
         report.failed_requests = len(errors) - report.unfinished_requests
         _release(parts, record, manifest, errors, report)
         sha = writer.sha256 if writer.count else None
+        if _ingested_meanwhile(parts, batch_id):  # its delta may already be merged, and deleted
+            report.already_done = True
+            return report
         if sha:
             parts.objects.put_file(delta_key, delta_path)
     # The batch's own usage is what is billed; the per-line sum stands in where the provider gives none.
     report.prompt_tokens = record.prompt_tokens or report.prompt_tokens
-    report.cost_usd = batch_cost(provider.model, report.prompt_tokens, parts.settings.prices)
-    write_usage(parts.objects, record, provider.model, report.prompt_tokens, report.cost_usd, usage)
-    parts.store.update_batch(
-        batch_id, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None, delta_sha256=sha,
-        vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,
+    report.cost_usd = batch_cost(model, report.prompt_tokens, parts.settings.prices)
+    write_usage(parts.objects, record, model, report.prompt_tokens, report.cost_usd, usage)
+    marked = parts.store.update_batch_from(
+        batch_id, PROVIDER_TERMINAL, stage=Stage.DELTA_READY, delta_key=delta_key if sha else None,
+        delta_sha256=sha, vectors=report.vectors, prompt_tokens=report.prompt_tokens, cost_usd=report.cost_usd,
         failed_requests=len(errors),
     )
+    if marked is None:  # another ingest of this batch got there first
+        report.already_done = True
+        return report
     if parts.settings.delete_intermediate:  # the request file is only needed until the batch is ingested
         parts.objects.delete(record.input_key)
     report.seconds = time.monotonic() - started
     progress(f"{record.kind}: batch {batch_id} -> {report.vectors} vectors, {len(errors)} requests released")
     return report
+
+
+def _ingested_meanwhile(parts: StepParts, batch_id: str) -> bool:
+    """Whether another ingest of the batch finished while this one read the results."""
+    current = parts.store.get_batch(batch_id)
+    return current is None or current.stage not in PROVIDER_TERMINAL
 
 
 @dataclass

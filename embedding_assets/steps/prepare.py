@@ -150,6 +150,7 @@ def _write_batch(parts: StepParts, kind: str, planned: PlannedFile, report: Prep
         batch_id=batch_id, kind=kind, stage=Stage.PREPARED, input_key=input_key, manifest_key=manifest_key,
         item_count=sum(len(e["item_keys"]) for _, e in requests), request_count=len(requests),
         estimated_tokens=tokens, receipt_refs=refs, created_at=now, updated_at=now,
+        model=parts.provider.model, dimensions=parts.provider.dimensions,
     ))
     report.batches.append(batch_id)
     report.requests += len(requests)

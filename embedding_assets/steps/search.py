@@ -57,7 +57,11 @@ class NoSnapshot(LookupError):
 
 @dataclass(frozen=True)
 class Query:
-    """What a person asked for; `receipt` is `IMAGE_ID:RECEIPT_ID`, `merchant` matches case-insensitively."""
+    """What a person asked for; `receipt` is `IMAGE_ID:RECEIPT_ID`, `merchant` matches case-insensitively.
+
+    Both filters are held in one canonical form (`IMG:00001` as `IMG:1`, the merchant without surrounding
+    spaces), since the vector side and the lexical side each compare them their own way.
+    """
 
     text: str
     k: int = 5
@@ -73,7 +77,10 @@ class Query:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.receipt is not None:
-            parse_receipt(self.receipt)
+            image_id, receipt_id = parse_receipt(self.receipt)
+            object.__setattr__(self, "receipt", f"{image_id}:{receipt_id}")
+        if self.merchant is not None:
+            object.__setattr__(self, "merchant", self.merchant.strip())
 
 
 def parse_receipt(ref: str) -> tuple[str, int]:

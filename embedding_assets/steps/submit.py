@@ -134,8 +134,8 @@ def _submit_one(parts: StepParts, record: BatchRecord, lease: Lease) -> tuple[st
             file_id = provider.upload(path)
         lease.check()  # an upload can outlast a paused lease; never create once another submit may have
         created = provider.create_batch(file_id, {
-            "batch_id": record.batch_id, "kind": record.kind, "model": provider.model,
-            "dimensions": str(provider.dimensions or ""),
+            "batch_id": record.batch_id, "kind": record.kind, "model": record.model or provider.model,
+            "dimensions": str(record.dimensions or provider.dimensions or ""),
         })
         _record_submission(parts, record, created)
         return "submitted", created.id

@@ -44,21 +44,32 @@ class DynamoBatches(DynamoTable):
         batch_id and updated_at are not accepted: the id is the record's
         identity and updated_at is always set to now here.
         """
+        updated = self._update_batch(batch_id, None, changes)
+        if updated is None:
+            raise KeyError(batch_id)
+        return updated
+
+    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
+        return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)
+
+    def _update_batch(self, batch_id: str, stages: list[str] | None, changes: dict[str, Any]) -> BatchRecord | None:
         check_batch_changes(changes)
         sets, removes = batch_attributes(batch_id, {**changes, "updated_at": iso(current_time())})
         e = Expression()
         update = "SET " + ", ".join(f"{e.n(name)} = {e.v(value)}" for name, value in sets.items())
         if removes:
             update += " REMOVE " + ", ".join(e.n(name) for name in removes)
+        condition = f"attribute_exists({e.n('pipeline_stage')})"
+        if stages is not None:
+            condition += f" AND {e.n('pipeline_stage')} IN ({', '.join(e.v(stage) for stage in stages)})"
         try:
             response = self._call(
                 "update_item", TableName=self.table_name, Key=dump({"PK": f"BATCH#{batch_id}", "SK": "STATUS"}),
-                UpdateExpression=update, ConditionExpression=f"attribute_exists({e.n('pipeline_stage')})",
-                ReturnValues="ALL_NEW", **e.kwargs(),
+                UpdateExpression=update, ConditionExpression=condition, ReturnValues="ALL_NEW", **e.kwargs(),
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                raise KeyError(batch_id) from None
+                return None
             raise
         updated = to_batch(load(response["Attributes"]))
         assert updated is not None  # the condition above required pipeline_stage

@@ -40,16 +40,27 @@ class SqliteBatches(SqliteDatabase):
         batch_id and updated_at are not accepted: the id is the record's
         identity and updated_at is always set to now here.
         """
+        updated = self._update_batch(batch_id, None, changes)
+        if updated is None:
+            raise KeyError(batch_id)
+        return updated
+
+    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
+        return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)
+
+    def _update_batch(self, batch_id: str, stages: list[str] | None, changes: dict[str, Any]) -> BatchRecord | None:
         check_batch_changes(changes)
         values = {name: batch_column(name, value) for name, value in changes.items()}
         values["updated_at"] = now_iso()
         assignments = ", ".join(f"{name} = :{name}" for name in values)
+        params: dict[str, Any] = {**values, "batch_id": batch_id}
+        sql = f"UPDATE batches SET {assignments} WHERE batch_id = :batch_id"
+        if stages is not None:
+            params |= {f"from_{n}": stage for n, stage in enumerate(stages)}
+            sql += f" AND stage IN ({', '.join(f':from_{n}' for n in range(len(stages)))})"
         with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE batches SET {assignments} WHERE batch_id = :batch_id", {**values, "batch_id": batch_id}
-            )
-            if not cursor.rowcount:
-                raise KeyError(batch_id)
+            if not conn.execute(sql, params).rowcount:
+                return None
             row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         return row_batch(row)
 

@@ -134,6 +134,9 @@ ADDED_COLUMNS = (
     ("locks", "holder_host", "TEXT"),
     ("locks", "holder_pid", "INTEGER"),
     ("locks", "holder_started", "REAL"),
+    # What a batch's requests were built for (BatchRecord.model / dimensions).
+    ("batches", "model", "TEXT NOT NULL DEFAULT ''"),
+    ("batches", "dimensions", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 ITEM_COLUMNS = (

@@ -307,6 +307,7 @@ def test_batch_record_round_trip_and_update(receipt_store):
     store = receipt_store
     record = make_batch("b1", created_at="2024-01-01T00:00:00+00:00")
     record.receipt_refs = [("img-a", 1), ("img-b", 12)]
+    record.model, record.dimensions = "text-embedding-3-small", 512
     store.put_batch(record)
 
     got = store.get_batch("b1")
@@ -335,6 +336,19 @@ def test_batch_record_round_trip_and_update(receipt_store):
     with pytest.raises(KeyError):
         store.update_batch("missing", stage=Stage.FAILED)
     assert store.get_batch("missing") is None
+
+
+
+def test_a_conditional_batch_update_changes_only_a_record_in_the_stages_named(receipt_store):
+    receipt_store.put_batch(make_batch("b1", stage=Stage.COMPLETED))
+
+    moved = receipt_store.update_batch_from("b1", [Stage.COMPLETED, Stage.FAILED], stage=Stage.DELTA_READY, vectors=2)
+    receipt_store.update_batch("b1", stage=Stage.COMPACTED)
+
+    assert (moved.stage, moved.vectors) == (Stage.DELTA_READY, 2)
+    assert receipt_store.update_batch_from("b1", [Stage.COMPLETED], stage=Stage.DELTA_READY, vectors=9) is None
+    assert (receipt_store.get_batch("b1").stage, receipt_store.get_batch("b1").vectors) == (Stage.COMPACTED, 2)
+    assert receipt_store.update_batch_from("missing", [Stage.COMPLETED], stage=Stage.DELTA_READY) is None
 
 
 def test_list_batches_oldest_first_by_kind_and_stage(receipt_store):
