@@ -20,7 +20,7 @@ from pydantic import PrivateAttr
 
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorStore
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
-from embedding_assets.domain.settings import ChromaServer, Settings
+from embedding_assets.domain.settings import ChromaServer, Settings, parse_pairs
 from embedding_assets.steps.parts import StepSettings
 from embedding_assets.wiring import Runtime, Tuning
 from resources import backends
@@ -172,15 +172,15 @@ class SnapshotVectorStoreResource(VectorStoreResource):
 class ServerVectorStoreResource(VectorStoreResource):
     """Server mode: collections on a Chroma server, pointers in the object store, exports under `snapshots/`.
 
-    `auth_token` is given as `EnvVar("CHROMA_AUTH_TOKEN")`, never as a value;
-    `headers` are the non-secret extra headers (`CHROMA_HEADERS`).
+    `auth_token` is given as `EnvVar("CHROMA_AUTH_TOKEN")` and `headers` as `EnvVar("CHROMA_HEADERS")`
+    (the raw `name=value,...` text, parsed here), never as values: a hosted Chroma takes its key as a header.
     `scratch_dir` holds exports and restores while they are archived, and the lexical index cache.
     """
 
     host: str
     port: int = 8000
     ssl: bool = False
-    headers: dict[str, str] = {}
+    headers: str | None = None
     auth_token: str | None = None
     tenant: str = "default_tenant"
     database: str = "default_database"
@@ -190,7 +190,8 @@ class ServerVectorStoreResource(VectorStoreResource):
     def for_objects(self, objects: ObjectStore) -> VectorStore:
         from resources.vector_store.server import ServerVectorStore
 
-        server = ChromaServer(host=self.host, port=self.port, ssl=self.ssl, headers=dict(self.headers),
+        server = ChromaServer(host=self.host, port=self.port, ssl=self.ssl,
+                              headers=parse_pairs("CHROMA_HEADERS", self.headers, "name=value"),
                               auth_token=self.auth_token, tenant=self.tenant, database=self.database)
         return ServerVectorStore(server, objects, Path(self.scratch_dir), self.keep_versions)
 
@@ -289,7 +290,8 @@ def _vector_store(settings: Settings) -> VectorStoreResource:
             cache_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions
         )
     return ServerVectorStoreResource(
-        host=server.host, port=server.port, ssl=server.ssl, headers=server.headers,
+        host=server.host, port=server.port, ssl=server.ssl,
+        headers=EnvVar("CHROMA_HEADERS") if server.headers else None,
         auth_token=EnvVar("CHROMA_AUTH_TOKEN") if server.auth_token else None,
         tenant=server.tenant, database=server.database,
         scratch_dir=str(settings.chroma_persist_directory), keep_versions=settings.keep_snapshot_versions,

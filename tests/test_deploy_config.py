@@ -4,7 +4,8 @@ Every YAML file parses; the production instance (deploy/dagster.yaml) loads as D
 with each example launcher in place of the default one, and each launcher's config fits its class; and every
 environment variable the files set (Helm values, secrets, launchers, Dockerfile, the local cluster) is one
 that something reads: the settings module, an EnvVar resource, the instance file, the CLI, or the library
-named for it below.
+named for it below; and every variable the pipeline reads reaches each launcher's runs, as a run lacking one
+would use its default while the code server uses another value.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_k8s import K8sRunLauncher
 
+from embedding_assets.domain.formatting import RECIPES
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 LAUNCHERS = {"k8s.yaml": K8sRunLauncher, "ecs.yaml": EcsRunLauncher}
@@ -32,6 +35,8 @@ LIBRARY_VARIABLES = {
     "AWS_SECRET_ACCESS_KEY": "boto3",
     "AWS_DEFAULT_REGION": "boto3",
 }
+# Read by the pipeline but not given to runs, and why.
+NOT_FOR_RUNS = {"AWS_ENDPOINT_URL": "a stand-in for AWS (moto, LocalStack); boto3 reads it too, so on AWS it is unset"}
 INSTANCE_VARIABLES = {"DAGSTER_PG_HOST": "5432", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "dagster",
                       "DAGSTER_PG_PASSWORD": "secret", "DAGSTER_PG_DB": "dagster", "S3_BUCKET": "logs"}
 
@@ -69,7 +74,65 @@ def _read_by_code() -> set[str]:
         names |= set(re.findall(r'EnvVar\("([A-Z0-9_]+)"\)', text))
         names |= set(re.findall(r'environ(?:\.get)?[\[(]"([A-Z0-9_]+)"', text))
     names |= set(re.findall(r"\{env: ([A-Z0-9_]+)\}", (DEPLOY / "dagster.yaml").read_text()))
-    return names
+    return names | {f"{kind.upper()}_RECIPE" for kind in RECIPES}  # read as reader.choice(f"{kind.upper()}_RECIPE")
+
+
+def _pipeline_variables() -> set[str]:
+    """What the settings module and the resources' EnvVars read."""
+    names = set(re.findall(r'reader\.\w+\("([A-Z0-9_]+)"', (ROOT / "embedding_assets/domain/settings.py").read_text()))
+    names |= {f"{kind.upper()}_RECIPE" for kind in RECIPES}
+    names |= set(re.findall(r'EnvVar\("([A-Z0-9_]+)"\)', (ROOT / "resources/deployment.py").read_text()))
+    return names - set(NOT_FOR_RUNS)
+
+
+def _manifests(kind: str) -> dict[str, dict[str, str]]:
+    """Name -> data of each ConfigMap or Secret under deploy/k8s."""
+    found = {}
+    for path in (DEPLOY / "k8s").glob("*.yaml"):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document["kind"] == kind:
+                found[document["metadata"]["name"]] = document.get("data") or document.get("stringData") or {}
+    return found
+
+
+def _names(entries) -> list[str]:
+    return [e["name"] if isinstance(e, dict) else e for e in entries or []]
+
+
+def _run_environment(launcher: str) -> set[str]:
+    """The variables a run's container starts with under this launcher's configuration."""
+    maps, secrets = _manifests("ConfigMap"), _manifests("Secret")
+    if launcher == "helm/values.yaml":
+        values = yaml.safe_load((DEPLOY / launcher).read_text())
+        code, runs = values["dagster-user-deployments"]["deployments"][0], values["runLauncher"]["config"][
+            "k8sRunLauncher"]
+        assert code["includeConfigInLaunchedRuns"]["enabled"]  # the code server's env reaches its runs
+        env = set(_names(code.get("env"))) | set(_names(runs.get("envVars")))
+        map_names = _names(code.get("envConfigMaps")) + _names(runs.get("envConfigMaps"))
+        secret_names = _names(code.get("envSecrets")) + _names(runs.get("envSecrets"))
+    else:
+        config = yaml.safe_load((DEPLOY / launcher).read_text())["run_launcher"]["config"]
+        env = set(config.get("env_vars", [])) | {s["name"] for s in config.get("secrets", [])}
+        map_names, secret_names = config.get("env_config_maps", []), config.get("env_secrets", [])
+        if config.get("postgres_password_secret"):
+            env.add("DAGSTER_PG_PASSWORD")
+        if launcher.endswith("ecs.yaml"):
+            # Without a task_definition of its own, EcsRunLauncher copies the daemon's task and its environment.
+            assert isinstance(config.get("task_definition"), dict)
+    for name in map_names:
+        env |= set(maps[name])
+    for name in secret_names:
+        env |= set(secrets[name])
+    return env
+
+
+@pytest.mark.parametrize("launcher", ["helm/values.yaml", "launchers/k8s.yaml", "launchers/ecs.yaml"])
+def test_every_pipeline_variable_reaches_the_runs(launcher):
+    wanted = _pipeline_variables()
+    if launcher.startswith("launchers/"):  # the chart renders the instance file itself
+        wanted |= set(re.findall(r"\{env: ([A-Z0-9_]+)\}", (DEPLOY / "dagster.yaml").read_text()))
+    missing = sorted(wanted - _run_environment(launcher))
+    assert not missing, f"{launcher}: a run would start without {missing}"
 
 
 def _set_by_deployment() -> dict[str, set[str]]:
@@ -82,7 +145,9 @@ def _set_by_deployment() -> dict[str, set[str]]:
 
     values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
     for deployment in values["dagster-user-deployments"]["deployments"]:
-        add([e["name"] for e in deployment["env"]], "helm/values.yaml")
+        add(_names(deployment.get("env")), "helm/values.yaml")
+    for data in _manifests("ConfigMap").values():
+        add(data, "k8s/env.yaml")
     for secret in yaml.safe_load_all((DEPLOY / "k8s" / "secrets.example.yaml").read_text()):
         if secret["metadata"]["name"] != values["global"]["postgresqlSecretName"]:  # the chart reads that one
             add(secret["stringData"], "k8s/secrets.example.yaml")
@@ -106,11 +171,13 @@ def test_every_variable_the_deployment_sets_is_read():
 
 
 def test_secrets_reach_resources_only_as_env_vars():
-    """The OpenAI key the manifests provide as a secret is an EnvVar on the resource, never a literal."""
-    assert 'EnvVar("OPENAI_API_KEY")' in (ROOT / "resources" / "deployment.py").read_text()
-    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
-    env = values["dagster-user-deployments"]["deployments"][0]["env"]
-    assert not any("KEY" in e["name"] or "TOKEN" in e["name"] or "SECRET" in e["name"] for e in env)
+    """The secrets are EnvVars on the resources, never literals, and no file gives one as a plain variable."""
+    secrets = set(re.findall(r'EnvVar\("([A-Z0-9_]+)"\)', (ROOT / "resources" / "deployment.py").read_text()))
+    assert {"OPENAI_API_KEY", "CHROMA_AUTH_TOKEN", "CHROMA_HEADERS"} <= secrets
+    plain = {name for name, where in _set_by_deployment().items() if where - {"k8s/secrets.example.yaml"}}
+    plain -= {s["name"] for name in LAUNCHERS for s in
+              yaml.safe_load((DEPLOY / "launchers" / name).read_text())["run_launcher"]["config"].get("secrets", [])}
+    assert not plain & (secrets | {"DAGSTER_PG_PASSWORD"})
 
 
 def test_image_installs_what_the_makefile_installs():

@@ -16,7 +16,7 @@ from embedding_assets.steps.search import NoSnapshot
 EXIT_FAILED = 1  # a pipeline run failed, or what was asked for is not there (no snapshot, no receipt)
 EXIT_USAGE = 2  # bad arguments, bad configuration, or a model the collection does not hold
 EXIT_TIMED_OUT = 3  # --timeout passed with items still PENDING or a lease still held by a live process
-EXIT_UNREACHABLE = 4  # the receipt store, object store, Chroma server or provider endpoint did not answer
+EXIT_UNREACHABLE = 4  # a backend (stores, Chroma server, provider, Dagster webserver) did not answer
 EXIT_BUSY = 5  # another live process holds the lease this command needs
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

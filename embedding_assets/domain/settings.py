@@ -161,6 +161,22 @@ def _chroma_server(reader: _Reader) -> ChromaServer | None:
     )
 
 
+def parse_pairs(name: str, raw: str | None, shape: str) -> dict[str, str]:
+    """`key=value` pairs, comma separated; a pair without a key or `=` fails naming the variable.
+
+    Public for a resource that is handed the raw variable (an EnvVar, so its value stays off the UI).
+    """
+    pairs: dict[str, str] = {}
+    for pair in (raw or "").split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not (sep and key.strip()):
+            raise ConfigError(f"{name}: expected {shape} pairs, comma separated")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 class _Reader:
     """Typed access to variables, each failure naming the variable."""
 
@@ -202,17 +218,7 @@ class _Reader:
         return value
 
     def pairs(self, name: str, shape: str) -> dict[str, str]:
-        """`key=value` pairs, comma separated; a pair without a key or `=` fails naming the variable."""
-        raw = self.text(name)
-        pairs: dict[str, str] = {}
-        for pair in (raw or "").split(","):
-            if not pair.strip():
-                continue
-            key, sep, value = pair.partition("=")
-            if not (sep and key.strip()):
-                raise ConfigError(f"{name}={raw!r}: expected {shape} pairs, comma separated")
-            pairs[key.strip()] = value.strip()
-        return pairs
+        return parse_pairs(name, self.text(name), shape)
 
     def prices(self, name: str) -> dict[str, float]:
         """`model=USD per million tokens` pairs, comma separated."""
