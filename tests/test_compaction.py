@@ -122,7 +122,7 @@ def test_a_truncated_snapshot_archive_is_detected_not_half_applied(runtime, demo
     fresh.root = fresh.root.parent / "elsewhere"  # a machine without the local copy must download
     with pytest.raises(CorruptSnapshot):
         fresh.read_copy()
-    assert not (fresh.root / "read" / str(pointer.version) / ".complete").exists()
+    assert not any((fresh.root / "read").iterdir()), "no copy, whole or half, is left to open"
 
 
 class _RaceAfterUpload:
@@ -161,3 +161,15 @@ def test_a_second_ingest_finishing_after_the_compaction_leaves_the_batch_compact
     runtime.store.put_receipts(demo_receipts[2:3])
     drive(runtime, "lines")  # a later compaction does not trip over the deleted delta
     assert set(runtime.store.status_counts("lines")) <= {Status.SUCCESS.value, Status.NOISE.value}
+
+
+def test_a_version_number_published_again_with_other_contents_is_read_anew(runtime):
+    """A re-embed started again after an abandoned one numbers its versions as the first did."""
+    line, provider = runtime.vectors("lines"), runtime.provider
+    for ids in (["a"], ["a", "b"]):
+        with line.writable(provider.model, provider.dimensions, "row-lower") as (collection, _):
+            collection.upsert(ids=ids, embeddings=provider.embed(ids), metadatas=[{"text": i} for i in ids])
+        line.swap(line.stage(7), len(ids), provider.model, provider.dimensions, recipe="row-lower")
+        line.mark_clean(7)
+        with line.readable() as collection:
+            assert collection.count() == len(ids)

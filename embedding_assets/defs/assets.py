@@ -57,11 +57,13 @@ def _retry_when_held(context: AssetExecutionContext, work: Callable[[], T]) -> T
         raise RetryRequested(max_retries=LEASE_RETRIES, seconds_to_wait=wait) from held
 
 
-def _delta_location(runtime: Runtime, batch_id: str) -> dict[str, Any]:
+def _delta_facts(runtime: Runtime, batch_id: str) -> dict[str, Any]:
+    """The model the batch was sent with (not the configured one, which may have moved on) and its delta."""
     record = runtime.store.get_batch(batch_id)
-    if record is None or not record.delta_key:
-        return {}
-    return {"location": MetadataValue.path(runtime.objects.uri(record.delta_key))}
+    facts: dict[str, Any] = {"model": (record.model if record else "") or runtime.provider.model}
+    if record is not None and record.delta_key:
+        facts["location"] = MetadataValue.path(runtime.objects.uri(record.delta_key))
+    return facts
 
 
 def _snapshot_facts(runtime: Runtime, kind: str, line: str) -> dict[str, Any]:
@@ -173,9 +175,8 @@ def build_kind(kind: str) -> KindDefinitions:
             "batch_status": report.status, "vectors": report.vectors, "failed_requests": report.failed_requests,
             "unfinished_requests": report.unfinished_requests, "unknown_results": report.unknown_results,
             "released": report.released, "dead_lettered": report.dead_lettered, "prompt_tokens": report.prompt_tokens,
-            "cost_usd": report.cost_usd, "model": runtime.provider.model,
-            "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
-            "dagster/row_count": report.vectors, **_delta_location(runtime, context.partition_key),
+            "cost_usd": report.cost_usd, "already_ingested": report.already_done, "seconds": round(report.seconds, 3),
+            "dagster/row_count": report.vectors, **_delta_facts(runtime, context.partition_key),
         })
 
     @asset(name="chroma_snapshot", deps=[AssetDep(embedding_deltas)], kinds={"chromadb"}, pool=f"{kind}_compaction",

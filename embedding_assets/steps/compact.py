@@ -118,9 +118,11 @@ class Compactor:
                 report.removed = delete_vectors(collection, stale, self.chunk_size)
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
-            # A count the pointer does not say: a run killed mid-merge wrote into a server collection in place.
+            # A run killed mid-merge wrote into a server collection in place: the count may differ, or rows it
+            # upserted are found already holding this batch's vectors; republish so every host reads them anew.
             miscounted = pointer is not None and pointer.published and pointer.vectors != vectors
-            if report.added or report.updated or report.removed or (unpublished and records) or miscounted:
+            rerun = bool(records and report.unchanged)
+            if report.added or report.updated or report.removed or (unpublished and records) or miscounted or rerun:
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
                 pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor, self.recipe)

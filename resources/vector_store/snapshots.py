@@ -92,6 +92,11 @@ def fetch_archive(objects: ObjectStore, key: str, dest: Path, sha256: str | None
     return actual
 
 
+def _identity(pointer: Pointer | None) -> str:
+    """What a local copy is a copy of: the version and its archive's hash ("0" for nothing yet)."""
+    return f"{pointer.version}:{pointer.sha256 or ''}" if pointer is not None else "0"
+
+
 class SnapshotStore(PointerLine):
     def __init__(self, objects: ObjectStore, cache_dir: Path, kind: str, keep_versions: int = 3, line: str = SERVING):
         super().__init__(objects, kind, line)
@@ -114,7 +119,7 @@ class SnapshotStore(PointerLine):
     def checkout(self) -> tuple[Path, Pointer | None]:
         """The working copy at the pointer's version, marked dirty; downloads only when the pointer moved."""
         pointer = self.latest()
-        wanted = str(pointer.version) if pointer else "0"
+        wanted = _identity(pointer)
         clean_at = self._marker.read_text().strip() if self._marker.exists() else None
         if clean_at != wanted or not self.work_dir.exists():
             self._marker.unlink(missing_ok=True)
@@ -163,23 +168,40 @@ class SnapshotStore(PointerLine):
         return SearchView(pointer.version, collection, lexical, close)
 
     def mark_clean(self, version: int) -> None:
+        pointer = self.latest()
         tmp = self._marker.with_suffix(".tmp")
-        tmp.write_text(str(version))
+        tmp.write_text(_identity(pointer) if pointer is not None and pointer.version == version else "")
         os.replace(tmp, self._marker)
 
     def read_copy(self) -> tuple[Path, Pointer] | None:
-        """A read-only copy of the latest version for search, extracted once per version."""
+        """A read-only copy of the latest version for search, extracted once per version.
+
+        Named by version and archive hash: a re-embed started again after an
+        abandoned one reuses version numbers for other contents. Extracted
+        aside and renamed into place, so a reader never opens a half copy.
+        """
         pointer = self.latest()
         if pointer is None or not pointer.published:
             return None
-        dest = self.root / "read" / str(pointer.version)
+        reads = self.root / "read"
+        dest = reads / _identity(pointer).replace(":", "-")
         if not (dest / ".complete").exists():
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
-            self._fetch(pointer, dest)
-            (dest / ".complete").touch()
-            for old in (self.root / "read").iterdir():
-                if old.name != str(pointer.version):
+            reads.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=reads))
+            try:
+                self._fetch(pointer, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            (staging / ".complete").touch()
+            if dest.exists() and not (dest / ".complete").exists():
+                shutil.rmtree(dest, ignore_errors=True)  # left half done by a process that died
+            try:
+                staging.rename(dest)
+            except OSError:  # another process put the same copy there first
+                shutil.rmtree(staging, ignore_errors=True)
+            for old in reads.iterdir():
+                if old.name != dest.name and not old.name.startswith("."):
                     shutil.rmtree(old, ignore_errors=True)
         return dest, pointer
 
