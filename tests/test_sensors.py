@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.models import Stage
@@ -55,6 +55,33 @@ def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtim
         with build_sensor_context(instance=instance, resources=defs.resources) as context:
             keys.append([r.run_key for r in sensor(context).run_requests])
         instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags={"dagster/partition": batch_id})
+    assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["canceled", "daemon-retry-canceled"])
+def test_a_canceled_ingest_run_counts_as_failed_even_with_run_retries_on(settings, runtime, tmp_path, demo_receipts,
+                                                                         retried):
+    """The daemon never retries a canceled run, so it must change the run key as a failure does."""
+    _prepared_and_submitted(runtime, demo_receipts)
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+    (batch_id,) = [b.batch_id for b in runtime.store.list_batches("lines")]
+    job = defs.resolve_job_def("lines_ingest_delta")
+    home = tmp_path / "retrying_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home), overrides={"run_retries": {"enabled": True}}) as instance:
+        assert instance.run_retries_enabled
+        keys = []
+        for _ in range(decisions.MAX_INGEST_RUNS + 1):
+            with build_sensor_context(instance=instance, resources=defs.resources) as context:
+                keys.append([r.run_key for r in sensor(context).run_requests])
+            tags = {"dagster/partition": batch_id}
+            if retried:  # the run failed, the daemon retried it, and that retry was canceled
+                retry = instance.create_run_for_job(job, status=DagsterRunStatus.CANCELED, tags=tags)
+                instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags=tags | {
+                    decisions.WILL_RETRY_TAG: "true", decisions.RETRIED_BY_TAG: retry.run_id})
+            else:
+                instance.create_run_for_job(job, status=DagsterRunStatus.CANCELED, tags=tags)
     assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
 
 
