@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, RunRequest, RunsFilter, SkipReason, build_sensor_context
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.domain.models import Stage
+from embedding_assets.domain.lease import Lease, compaction_lease, this_process
+from embedding_assets.domain.models import LockHolder, Stage
 from sensors import batch_status, decisions
 from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
@@ -156,9 +157,34 @@ def test_compaction_sensor_waits_for_deltas_and_for_a_running_compaction(setting
     job = defs.resolve_job_def("lines_compaction")
     instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
     assert instance.get_runs(RunsFilter(job_name="lines_compaction"))
-    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+    # The started run's live process (here, this one) holds the lease.
+    with (Lease(runtime.store, compaction_lease("lines"), 60, 30),
+          build_sensor_context(instance=instance, resources=defs.resources) as context):
         skipped = sensor(context)
     assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message
+
+
+@pytest.mark.parametrize("holder", ["dead on this host", "none"])
+def test_a_started_compaction_run_whose_process_is_gone_does_not_hold_compaction_up(settings, runtime, instance,
+                                                                                    demo_receipts, holder):
+    """A `run` killed with kill -9 mid-compaction leaves its run STARTED for ever; its lease tells it is gone."""
+    defs = build_definitions(settings)
+    sensor = compaction_sensor(KIND_DEFS["lines"])
+    _prepared_and_submitted(runtime, demo_receipts)
+    finished, _ = runtime.pipeline.poll("lines", 100)
+    runtime.pipeline.ingest(finished[0].batch_id, progress=lambda _: None)
+    killed = instance.create_run_for_job(defs.resolve_job_def("lines_compaction"), status=DagsterRunStatus.STARTED)
+    if holder.startswith("dead"):
+        me = this_process()
+        gone = LockHolder(me.host, me.pid, me.started - 1000)  # this pid, but a process started later: not it
+        assert runtime.store.acquire_lock(compaction_lease("lines"), killed.run_id, 300, gone)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        request = sensor(context)
+    assert isinstance(request, RunRequest) and request.tags["deltas"] == "1"
+    instance.create_run_for_job(defs.resolve_job_def("lines_compaction"), status=DagsterRunStatus.NOT_STARTED)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        skipped = sensor(context)
+    assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message  # a run not started yet still counts
 
 
 def test_compaction_sensor_applies_a_deletion_without_waiting_for_a_delta(settings, runtime, instance, demo_receipts):
