@@ -8,13 +8,14 @@ import socket
 import threading
 import time
 
+import pytest
 from dagster import DagsterEventType
 
 from embedding_assets.cli import main as cli
 from embedding_assets.cli.errors import EXIT_BUSY, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.lease import Lease, compaction_lease
-from embedding_assets.domain.settings import Settings
+from embedding_assets.domain.settings import LOCAL_NATIVE_DIMENSIONS, Settings
 from embedding_assets.domain.vectors import Pointer
 from embedding_assets.wiring import Runtime
 
@@ -56,6 +57,25 @@ def test_a_missing_snapshot_and_a_bad_setting_are_one_line_each(env, capsys, mon
     monkeypatch.setenv("CHUNK_SIZE", "lots")
     assert cli.main(["status"]) == EXIT_USAGE
     assert one_line_error(capsys).startswith("configuration error:")
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"EMBEDDING_DIMENSIONS": "300"}, ["EMBEDDING_DIMENSIONS"]),  # the local model gives at most 256
+    ({"HEARTBEAT_INTERVAL_SECONDS": "60", "LOCK_DURATION_MINUTES": "1"},
+     ["HEARTBEAT_INTERVAL_SECONDS", "LOCK_DURATION_MINUTES"]),  # no lease could ever be renewed in time
+])
+def test_a_setting_every_run_would_fail_on_stops_the_load(env, capsys, monkeypatch, values, named):
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["status"]) == EXIT_USAGE
+    line = one_line_error(capsys)
+    assert line.startswith("configuration error:") and all(name in line for name in named)
+
+
+def test_the_largest_good_values_still_load(env):
+    settings = Settings.from_env(env | {"EMBEDDING_DIMENSIONS": str(LOCAL_NATIVE_DIMENSIONS),
+                                        "HEARTBEAT_INTERVAL_SECONDS": "59.9", "LOCK_DURATION_MINUTES": "1"})
+    assert Runtime.from_settings(settings).provider.dimensions == LOCAL_NATIVE_DIMENSIONS
 
 
 def test_an_endpoint_that_does_not_answer_is_one_line(env, capsys, monkeypatch, fake_api):
