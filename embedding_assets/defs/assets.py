@@ -184,5 +184,5 @@ def build_kind(kind: str) -> KindDefinitions:
 
     assets = [unembedded, submitted_batches, embedding_deltas, chroma_snapshot]
     checks = kind_checks(kind, submitted_batches, chroma_snapshot)
-    jobs, schedules = kind_jobs(kind, partitions, checks)
+    jobs, schedules = kind_jobs(kind, checks)
     return KindDefinitions(kind, assets, checks, jobs, schedules, partitions)
