@@ -65,8 +65,7 @@ class RunSummary:
 # Our own progress lines say what happens, and a failed run is one line naming its cause (`RunFailed`);
 # Dagster's event log, failures with their stacks included, stays in the instance for the UI.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
+# What Dagster records a Ctrl-C inside a run as.
 _INTERRUPTED = (DagsterExecutionInterruptedError.__name__, KeyboardInterrupt.__name__)
 
 
