@@ -18,6 +18,7 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from embedding_assets.domain.formatting import DEFAULT_RECIPES
 from embedding_assets.domain.ports import BatchProvider, ObjectStore, ReceiptStore, VectorStore
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
 from embedding_assets.domain.settings import ChromaServer, Settings, parse_pairs
@@ -202,6 +203,7 @@ class EmbeddingResource(ConfigurableResource):
     `reap_after_hours`: how long after submission a batch that has not
     finished (or that the provider no longer answers for) is given up on.
     `prices`: USD per million tokens at the batch tier, per model.
+    `recipes`: what a vector stands for, per kind (`LINES_RECIPE`, `WORDS_RECIPE`).
     """
 
     receipt_store: ReceiptStoreResource
@@ -219,6 +221,7 @@ class EmbeddingResource(ConfigurableResource):
     max_items_per_run: int = 500_000
     max_requests_per_batch: int = 50_000
     prices: dict[str, float] = dict(PRICE_PER_MTOK)
+    recipes: dict[str, str] = dict(DEFAULT_RECIPES)
 
     _runtime: Runtime | None = PrivateAttr(default=None)
 
@@ -242,7 +245,7 @@ class EmbeddingResource(ConfigurableResource):
                 max_attempts=self.max_attempts, lock_ttl_seconds=self.lock_duration_minutes * 60,
                 heartbeat_seconds=self.heartbeat_interval_seconds, delete_intermediate=self.delete_intermediate_chunks,
                 prices=dict(self.prices), reap_after_seconds=self.reap_after_hours * 3600,
-                max_requests_per_batch=self.max_requests_per_batch,
+                max_requests_per_batch=self.max_requests_per_batch, recipes=dict(self.recipes),
             ),
             chunk_size=self.chunk_size, delete_processed_deltas=self.delete_processed_deltas,
             max_items_per_run=self.max_items_per_run,
@@ -320,5 +323,6 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
         max_items_per_run=settings.max_items_per_run,
         max_requests_per_batch=settings.max_requests_per_batch,
         prices=settings.batch_prices,
+        recipes=dict(settings.recipes),
     )
     return {**parts, "embedding": embedding}

@@ -28,16 +28,22 @@ from sensors.decisions import MAX_POLLS_PER_TICK, awaiting_retry, decide_ingests
 
 
 def failed_ingest_runs(instance: DagsterInstance, job_name: str, batch_id: str) -> int:
-    """Failed ingest runs of the batch, apart from those the instance's run retries take care of.
+    """Failed or canceled ingest runs of the batch, apart from failures the instance's run retries take care of.
 
     A run whose worker died is retried by the daemon (`run_retries` in deploy/dagster.yaml) and tagged
-    `dagster/will_retry=true`; see `decisions.awaiting_retry`.
+    `dagster/will_retry=true`; see `decisions.awaiting_retry`. The daemon never retries a canceled run, so
+    each one counts: otherwise the batch's run key would not change and the batch would never be ingested.
     """
-    records = instance.get_run_records(RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.FAILURE],
-                                                  tags={"dagster/partition": batch_id}))
+    records = instance.get_run_records(RunsFilter(
+        job_name=job_name, statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED],
+        tags={"dagster/partition": batch_id},
+    ))
     now, retries = time.time(), instance.run_retries_enabled
-    return sum(not awaiting_retry(r.dagster_run.tags, r.end_time or r.update_timestamp.timestamp(), now, retries)
-               for r in records)
+    return sum(
+        r.dagster_run.status == DagsterRunStatus.CANCELED
+        or not awaiting_retry(r.dagster_run.tags, r.end_time or r.update_timestamp.timestamp(), now, retries)
+        for r in records
+    )
 
 
 def batch_status_sensor(defs: KindDefinitions, interval_seconds: int = 60):

@@ -5,7 +5,9 @@ ingest (or to a compaction finishing while more deltas came in), so a delta is
 merged as soon as it lands; the other ticks every minute as a safety net (a
 failed compaction, a re-embed's switch check). The lease in the compactor
 already makes a second compaction give way; the in-flight check just avoids
-queueing runs that would only wait for it.
+queueing runs that would only wait for it. A started run counts as in flight
+only while the kind's compaction lease is held by a live process
+(`decisions.compaction_in_flight`): a killed run's record may stay STARTED.
 """
 
 from dagster import (
@@ -23,14 +25,20 @@ from dagster import (
 )
 
 from embedding_assets.defs.assets import KindDefinitions
+from embedding_assets.domain.lease import compaction_lease, provably_dead
 from embedding_assets.domain.models import Stage
 from embedding_assets.steps.stale import changes_waiting
 from resources.deployment import EmbeddingResource
-from sensors.decisions import decide_compaction
+from sensors.decisions import compaction_in_flight, decide_compaction
 
 # How soon after an ingest succeeds its delta is merged, at most (the sensor daemon's own loop adds a little).
 AFTER_INGEST_SECONDS = 5
-IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+
+
+def _run_id(instance: DagsterInstance, job_name: str, statuses: list[DagsterRunStatus]) -> str | None:
+    runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=statuses), limit=1)
+    return runs[0].run_id if runs else None
 
 
 def _decide(kind: str, job_name: str, instance: DagsterInstance,
@@ -38,9 +46,11 @@ def _decide(kind: str, job_name: str, instance: DagsterInstance,
     runtime = embedding.open()
     waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
     building = runtime.vectors(kind).next_line().latest()
-    running = instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
-    decision = decide_compaction(waiting, building, running[0].run_id if running else None,
-                                 changes_waiting(runtime.store, runtime.vectors(kind)))
+    lease = runtime.store.lock_state(compaction_lease(kind))
+    in_flight = compaction_in_flight(_run_id(instance, job_name, WAITING),
+                                     _run_id(instance, job_name, [DagsterRunStatus.STARTED]),
+                                     lease is not None and not provably_dead(lease.holder))
+    decision = decide_compaction(waiting, building, in_flight, changes_waiting(runtime.store, runtime.vectors(kind)))
     if not decision.run:
         return SkipReason(decision.reason)
     return RunRequest(run_key=decision.run_key, tags=decision.tags)

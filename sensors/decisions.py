@@ -74,6 +74,18 @@ class CompactionDecision:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def compaction_in_flight(waiting: str | None, started: str | None, lease_held: bool) -> str | None:
+    """The compaction run still in flight, if any: one waiting to start, or a started one the lease shows alive.
+
+    A run is left STARTED for ever on an instance that nothing monitors when its process is killed
+    (`receipt-embeddings run` killed with kill -9 mid-compaction). A live compaction holds the kind's
+    compaction lease for as long as it works, so a started run counts only while the lease has a holder
+    that is not provably dead; a dead holder's lease is taken over by the next compaction at once, and
+    one on another host counts until it expires (`LOCK_DURATION_MINUTES`).
+    """
+    return waiting or (started if lease_held else None)
+
+
 def decide_compaction(deltas_waiting: int, building: Pointer | None, run_in_flight: str | None,
                       changes_waiting: int = 0) -> CompactionDecision:
     """Compact when deltas wait, or the store's change feed holds changes the published version has not

@@ -3,13 +3,14 @@ model, location, tokens and cost; the delta's location and row count."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from dagster import AssetKey
 
 from embedding_assets.cli.run import run_kind
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.defs.assets import OWNER
+from embedding_assets.defs.assets import OWNER, build_kind
 
 KIND = "lines"
 
@@ -44,3 +45,12 @@ def test_the_snapshot_and_delta_pages_say_what_and_where(settings, runtime, inst
     assert delta.metadata["dagster/row_count"].value == record.vectors > 0
     assert delta.metadata["location"].value == runtime.objects.uri(record.delta_key)
     assert Path(delta.metadata["location"].value).is_file()  # DELETE_PROCESSED_DELTAS is off by default
+
+
+def test_the_definitions_load_without_deprecation_warnings_and_ingest_stays_partitioned(settings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        lines = build_kind("lines")  # what the code location builds at load, once per kind
+    ingest = build_definitions(settings).resolve_job_def(lines.ingest_job.name)
+    assert ingest.partitions_def == KIND_DEFS["lines"].partitions
+    assert ingest.partitions_def.name == lines.partitions_name

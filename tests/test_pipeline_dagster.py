@@ -7,9 +7,13 @@ import pytest
 from embedding_assets.cli.run import run_kind
 from embedding_assets.definitions import KIND_DEFS, build_definitions
 from embedding_assets.domain.models import Stage, Status
+from embedding_assets.domain.settings import Settings
 from embedding_assets.steps.consistency import snapshot_agreement
 from embedding_assets.steps.search import search
-from embedding_assets.wiring import Runtime
+from embedding_assets.steps.status import kind_status
+from embedding_assets.wiring import Runtime, Tuning
+from resources.deployment import resources_from_settings
+from tests.support import base_env
 
 
 @pytest.fixture
@@ -61,3 +65,17 @@ def test_search_finds_a_line_by_its_own_text_and_filters_by_merchant(seeded, ins
     hits = search(runtime.vectors("lines"), runtime.provider, "TOTAL", k=3, merchant=merchant)
     assert hits and all(h.merchant_name == merchant for h in hits)
     assert hits == sorted(hits, key=lambda h: -h.score)
+
+
+def test_dagster_runs_read_the_same_tuning_as_the_cli_recipes_included(tmp_path, instance, demo_receipts):
+    settings = Settings.from_env(base_env(tmp_path) | {"LINES_RECIPE": "context3", "WORDS_RECIPE": "context5",
+                                                       "MAX_ATTEMPTS": "4", "REAP_AFTER_HOURS": "7"})
+    embedding = resources_from_settings(settings)["embedding"]
+    assert embedding.open().tuning == Tuning.from_settings(settings)
+
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts[:2])
+    summary = run_kind(build_definitions(settings), KIND_DEFS["lines"], runtime, instance, timeout=120,
+                       poll_seconds=0.1, progress=lambda _: None)
+    assert summary.snapshot_version == 1 and not summary.timed_out
+    assert kind_status(runtime.store, runtime.vectors("lines"))["recipe"] == "context3"

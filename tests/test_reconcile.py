@@ -16,6 +16,7 @@ from embedding_assets.steps.reconcile import reconcile
 from embedding_assets.wiring import Runtime
 from resources.deployment import resources_from_settings
 from tests.crashes import drive
+from tests.support import IMAGE, make_receipt
 
 KIND = "words"
 
@@ -142,6 +143,21 @@ def test_the_compaction_check_covers_what_it_touched_and_a_sample(settings, inst
     _delete_behind_our_back(settings, victim)
     sampled = sampled_agreement(runtime.store, runtime.vectors(KIND), [victim], sample=10_000)
     assert not sampled.ok and sampled.extra_sample == [victim]
+
+
+def test_the_compaction_check_draws_every_vector_of_a_collection_smaller_than_a_page(settings, instance):
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts([make_receipt(IMAGE, 1, ["TOTAL 12.50", "CASH 20.00", "CHANGE 7.50"],
+                                             words_per_line=2)])
+    runtime.pipeline.prepare(KIND, 10_000, progress=lambda _: None)
+    runtime.pipeline.submit(KIND, progress=lambda _: None)
+    for record in runtime.pipeline.poll(KIND, 100)[0]:
+        runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+    result = materialize([KIND_DEFS[KIND].assets[3]], instance=instance, resources=resources_from_settings(settings))
+    (evaluation,) = result.get_asset_check_evaluations()
+    vectors = len(_vector_ids(runtime))
+    assert 0 < vectors < 50
+    assert evaluation.metadata["checked"].value.endswith(f"and {vectors} of {vectors} vectors drawn at random")
 
 
 def test_the_reconcile_command_repairs_and_says_so(settings, demo_receipts, capsys, monkeypatch):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, RunRequest, RunsFilter, SkipReason, build_sensor_context
 
 from embedding_assets.definitions import KIND_DEFS, build_definitions
-from embedding_assets.domain.models import Stage
+from embedding_assets.domain.lease import Lease, compaction_lease, this_process
+from embedding_assets.domain.models import LockHolder, Stage
 from sensors import batch_status, decisions
 from sensors.batch_status import batch_status_sensor
 from sensors.compaction import compaction_sensor
@@ -55,6 +56,33 @@ def test_a_failed_ingest_run_is_requested_again_up_to_the_limit(settings, runtim
         with build_sensor_context(instance=instance, resources=defs.resources) as context:
             keys.append([r.run_key for r in sensor(context).run_requests])
         instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags={"dagster/partition": batch_id})
+    assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["canceled", "daemon-retry-canceled"])
+def test_a_canceled_ingest_run_counts_as_failed_even_with_run_retries_on(settings, runtime, tmp_path, demo_receipts,
+                                                                         retried):
+    """The daemon never retries a canceled run, so it must change the run key as a failure does."""
+    _prepared_and_submitted(runtime, demo_receipts)
+    defs = build_definitions(settings)
+    sensor = batch_status_sensor(KIND_DEFS["lines"])
+    (batch_id,) = [b.batch_id for b in runtime.store.list_batches("lines")]
+    job = defs.resolve_job_def("lines_ingest_delta")
+    home = tmp_path / "retrying_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home), overrides={"run_retries": {"enabled": True}}) as instance:
+        assert instance.run_retries_enabled
+        keys = []
+        for _ in range(decisions.MAX_INGEST_RUNS + 1):
+            with build_sensor_context(instance=instance, resources=defs.resources) as context:
+                keys.append([r.run_key for r in sensor(context).run_requests])
+            tags = {"dagster/partition": batch_id}
+            if retried:  # the run failed, the daemon retried it, and that retry was canceled
+                retry = instance.create_run_for_job(job, status=DagsterRunStatus.CANCELED, tags=tags)
+                instance.create_run_for_job(job, status=DagsterRunStatus.FAILURE, tags=tags | {
+                    decisions.WILL_RETRY_TAG: "true", decisions.RETRIED_BY_TAG: retry.run_id})
+            else:
+                instance.create_run_for_job(job, status=DagsterRunStatus.CANCELED, tags=tags)
     assert keys == [[f"lines-ingest-{batch_id}-{n}"] for n in range(decisions.MAX_INGEST_RUNS)] + [[]]
 
 
@@ -129,9 +157,34 @@ def test_compaction_sensor_waits_for_deltas_and_for_a_running_compaction(setting
     job = defs.resolve_job_def("lines_compaction")
     instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
     assert instance.get_runs(RunsFilter(job_name="lines_compaction"))
-    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+    # The started run's live process (here, this one) holds the lease.
+    with (Lease(runtime.store, compaction_lease("lines"), 60, 30),
+          build_sensor_context(instance=instance, resources=defs.resources) as context):
         skipped = sensor(context)
     assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message
+
+
+@pytest.mark.parametrize("holder", ["dead on this host", "none"])
+def test_a_started_compaction_run_whose_process_is_gone_does_not_hold_compaction_up(settings, runtime, instance,
+                                                                                    demo_receipts, holder):
+    """A `run` killed with kill -9 mid-compaction leaves its run STARTED for ever; its lease tells it is gone."""
+    defs = build_definitions(settings)
+    sensor = compaction_sensor(KIND_DEFS["lines"])
+    _prepared_and_submitted(runtime, demo_receipts)
+    finished, _ = runtime.pipeline.poll("lines", 100)
+    runtime.pipeline.ingest(finished[0].batch_id, progress=lambda _: None)
+    killed = instance.create_run_for_job(defs.resolve_job_def("lines_compaction"), status=DagsterRunStatus.STARTED)
+    if holder.startswith("dead"):
+        me = this_process()
+        gone = LockHolder(me.host, me.pid, me.started - 1000)  # this pid, but a process started later: not it
+        assert runtime.store.acquire_lock(compaction_lease("lines"), killed.run_id, 300, gone)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        request = sensor(context)
+    assert isinstance(request, RunRequest) and request.tags["deltas"] == "1"
+    instance.create_run_for_job(defs.resolve_job_def("lines_compaction"), status=DagsterRunStatus.NOT_STARTED)
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        skipped = sensor(context)
+    assert isinstance(skipped, SkipReason) and "in flight" in skipped.skip_message  # a run not started yet still counts
 
 
 def test_compaction_sensor_applies_a_deletion_without_waiting_for_a_delta(settings, runtime, instance, demo_receipts):

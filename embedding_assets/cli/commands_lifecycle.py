@@ -52,7 +52,15 @@ def cmd_receipts_delete(args: argparse.Namespace, settings: Settings) -> int:
     if not image_id or not receipt_id.isdigit():
         print(f"expected IMAGE_ID:RECEIPT_ID, got {args.receipt!r}", file=sys.stderr)
         return 2
-    removed = open_runtime(settings).store.delete_receipt(image_id, int(receipt_id))
+    store = open_runtime(settings).store
+    # A receipt without items deletes 0 items, as one that is not there does: only then are receipts counted
+    # (a whole index read on DynamoDB) to tell the two apart.
+    empty = not any(store.receipt_items(kind, image_id, int(receipt_id)) for kind in KIND_CHOICES)
+    before = store.receipt_count() if empty else None
+    removed = store.delete_receipt(image_id, int(receipt_id))
+    if before is not None and store.receipt_count() == before:
+        print(f"no such receipt: {args.receipt}", file=sys.stderr)
+        return 1
     print(f"deleted receipt {args.receipt} ({removed} lines and words); its vectors go at the next compaction")
     return 0
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterExecutionInterruptedError, DagsterInstance, Definitions
+from dagster._utils.error import SerializableErrorInfo
 
 from embedding_assets.cli.launch import launch
 from embedding_assets.defs.assets import KindDefinitions
@@ -61,8 +62,11 @@ class RunSummary:
     runs: list[str] = field(default_factory=list)
 
 
-# Our own progress lines say what happens; Dagster's event log stays in the instance for the UI.
-_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# Our own progress lines say what happens, and a failed run is one line naming its cause (`RunFailed`);
+# Dagster's event log, failures with their stacks included, stays in the instance for the UI.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# What Dagster records a Ctrl-C inside a run as.
+_INTERRUPTED = (DagsterExecutionInterruptedError.__name__, KeyboardInterrupt.__name__)
 
 
 class RunFailed(RuntimeError):
@@ -71,6 +75,13 @@ class RunFailed(RuntimeError):
 
 class TimedOut(Exception):
     """The run's --timeout passed while it waited (for a lease); the message says for what."""
+
+
+def _root(error: SerializableErrorInfo) -> SerializableErrorInfo:
+    """What went wrong at the bottom of a failure, below Dagster's "Error occurred while executing op"."""
+    while error.cause is not None:
+        error = error.cause
+    return error
 
 
 class _Loop:
@@ -89,9 +100,14 @@ class _Loop:
         result = launch(self.defs, self.instance, job_name, LAUNCHED_BY, _QUIET, **kwargs)
         self.summary.runs.append(result.run_id)
         if not result.success:
-            errors = [e.step_failure_data.error.message.strip() for e in result.get_step_failure_events()
-                      if e.step_failure_data.error]
-            raise RunFailed(f"run {result.run_id} of {job_name} failed: {'; '.join(errors) or 'see the Dagster UI'}")
+            errors = [e.step_failure_data.error for e in result.get_step_failure_events() if e.step_failure_data.error]
+            errors += [e.job_failure_data.error for e in result.filter_events(lambda e: e.is_run_failure)
+                       if e.job_failure_data.error]
+            # Dagster turns Ctrl-C into the failure of the step it hit, or of the run between steps.
+            if any(_root(error).cls_name in _INTERRUPTED for error in errors):
+                raise KeyboardInterrupt
+            causes = "; ".join(dict.fromkeys(" ".join(_root(error).message.split()) for error in errors))
+            raise RunFailed(f"run {result.run_id} of {job_name} failed: {causes or 'see the Dagster UI'}")
 
     def wait_for_lease(self, name: str) -> None:
         """Until nobody alive holds `name`: a dead holder's lease is left for the run to take over."""

@@ -7,9 +7,8 @@ metadata with counts, tokens and seconds, and asset checks on the invariants.
 
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetCheckSpec,
@@ -20,14 +19,13 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    RetryRequested,
     ScheduleDefinition,
     asset,
 )
 
 from embedding_assets.defs.checks import COMPACTION_CHECK, agreement_result, kind_checks
 from embedding_assets.defs.jobs import kind_jobs
-from embedding_assets.domain.lease import LeaseHeld
+from embedding_assets.defs.retries import retry_when_held
 from embedding_assets.domain.vectors import NEXT, held_recipe
 from embedding_assets.steps.consistency import sampled_agreement
 from embedding_assets.steps.estimate import backlog
@@ -37,24 +35,8 @@ from resources.deployment import EmbeddingResource
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-T = TypeVar("T")
-
 # Who answers for these assets, as the asset pages show it.
 OWNER = "team:receipt-embeddings"
-
-# Tries of a step whose lease another live process holds, and the longest wait between two.
-LEASE_RETRIES = 5
-LEASE_RETRY_MAX_SECONDS = 60.0
-
-
-def _retry_when_held(context: AssetExecutionContext, work: Callable[[], T]) -> T:
-    """A lease held by a live process is a wait, not an error: the step is tried again once it may be free."""
-    try:
-        return work()
-    except LeaseHeld as held:
-        wait = min(max(held.seconds_left, 5.0), LEASE_RETRY_MAX_SECONDS)
-        context.log.warning(f"{held}; trying again in {wait:.0f}s")
-        raise RetryRequested(max_retries=LEASE_RETRIES, seconds_to_wait=wait) from held
 
 
 def _delta_facts(runtime: Runtime, batch_id: str) -> dict[str, Any]:
@@ -137,7 +119,7 @@ def build_kind(kind: str) -> KindDefinitions:
     ) -> MaterializeResult:
         started = time.monotonic()
         runtime = embedding.open()
-        report = _retry_when_held(context, lambda: runtime.pipeline.prepare(
+        report = retry_when_held(context.log, lambda: runtime.pipeline.prepare(
             kind, config.max_items or runtime.tuning.max_items_per_run, context.log.info))
         waiting = backlog(runtime.pipeline, kind)
         return MaterializeResult(metadata={
@@ -187,7 +169,7 @@ def build_kind(kind: str) -> KindDefinitions:
            description=f"The versioned Chroma collection `{kind}`: deltas merged, then items marked SUCCESS.")
     def chroma_snapshot(context: AssetExecutionContext, embedding: EmbeddingResource) -> MaterializeResult:
         runtime = embedding.open()
-        report = _retry_when_held(context, lambda: runtime.compactor(kind).run(context.log.info))
+        report = retry_when_held(context.log, lambda: runtime.compactor(kind).run(context.log.info))
         agreement = sampled_agreement(runtime.store, runtime.vectors(kind), report.touched)
         return MaterializeResult(check_results=[agreement_result(COMPACTION_CHECK, agreement)], metadata={
             "deltas": report.deltas, "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
@@ -203,5 +185,5 @@ def build_kind(kind: str) -> KindDefinitions:
 
     assets = [unembedded, submitted_batches, embedding_deltas, chroma_snapshot]
     checks = kind_checks(kind, submitted_batches, chroma_snapshot)
-    jobs, schedules = kind_jobs(kind, partitions, checks)
+    jobs, schedules = kind_jobs(kind, checks)
     return KindDefinitions(kind, assets, checks, jobs, schedules, partitions)

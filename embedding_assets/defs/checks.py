@@ -7,11 +7,17 @@ and it repairs what it finds: a vector whose item is gone, a SUCCESS item
 with no vector (a writer that bypassed this project's store methods).
 """
 
-from __future__ import annotations
-
-from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, AssetsDefinition, MetadataValue
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetsDefinition,
+    MetadataValue,
+)
 from dagster import asset_check as dagster_asset_check
 
+from embedding_assets.defs.retries import retry_when_held
 from embedding_assets.domain.models import Stage
 from embedding_assets.steps.consistency import Agreement
 from embedding_assets.steps.reconcile import reconcile
@@ -37,14 +43,16 @@ def agreement_result(name: str, agreement: Agreement) -> AssetCheckResult:
 
 def kind_checks(kind: str, submitted_batches: AssetsDefinition,
                 chroma_snapshot: AssetsDefinition) -> list[AssetChecksDefinition]:
-    @dagster_asset_check(asset=chroma_snapshot, name=RECONCILE_CHECK, description=(
+    # It takes the kind's compaction lease: it waits in the compaction's pool, and for a lease held anyway.
+    @dagster_asset_check(asset=chroma_snapshot, name=RECONCILE_CHECK, pool=f"{kind}_compaction", description=(
         "Every vector against every item (the daily reconcile job): vectors of items gone from the store are "
         "removed and SUCCESS items with no vector sent again; fails when it had anything to repair."))
-    def vectors_match_store(embedding: EmbeddingResource) -> AssetCheckResult:
+    def vectors_match_store(context: AssetCheckExecutionContext, embedding: EmbeddingResource) -> AssetCheckResult:
         runtime = embedding.open()
         steps = runtime.tuning.steps
-        report = reconcile(runtime.store, runtime.vectors(kind), steps.lock_ttl_seconds, steps.heartbeat_seconds,
-                           runtime.tuning.chunk_size)
+        report = retry_when_held(context.log, lambda: reconcile(
+            runtime.store, runtime.vectors(kind), steps.lock_ttl_seconds, steps.heartbeat_seconds,
+            runtime.tuning.chunk_size))
         return AssetCheckResult(passed=report.clean, severity=AssetCheckSeverity.WARN, metadata={
             "vectors_before": report.vectors_before, "success_items": report.success_items,
             "removed_vectors_of_missing_items": report.removed,

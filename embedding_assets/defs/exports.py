@@ -8,13 +8,17 @@ default: an export of a large collection is a full copy.
 
 from dagster import DefaultScheduleStatus, JobDefinition, OpExecutionContext, Output, ScheduleDefinition, job, op
 
+from embedding_assets.defs.retries import retry_when_held
 from resources.deployment import EmbeddingResource
 
 
 def build_export(kind: str) -> tuple[JobDefinition, ScheduleDefinition]:
-    @op(name=f"{kind}_export_serving", description=f"Archive the serving {kind} version under snapshots/{kind}/.")
+    # It takes the kind's compaction lease: it waits in the compaction's pool, and for a lease held anyway.
+    @op(name=f"{kind}_export_serving", pool=f"{kind}_compaction",
+        description=f"Archive the serving {kind} version under snapshots/{kind}/.")
     def export_serving(context: OpExecutionContext, embedding: EmbeddingResource) -> Output[None]:
-        pointer = embedding.open().export(kind)
+        runtime = embedding.open()
+        pointer = retry_when_held(context.log, lambda: runtime.export(kind))
         if pointer is None:
             context.log.info(f"{kind}: nothing published yet, nothing exported")
             return Output(None, metadata={"exported": False})

@@ -14,7 +14,6 @@ from dagster import (
     AssetKey,
     AssetSelection,
     DefaultScheduleStatus,
-    DynamicPartitionsDefinition,
     ScheduleDefinition,
     define_asset_job,
 )
@@ -27,8 +26,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the 
 Jobs = dict[str, "UnresolvedAssetJobDefinition"]
 
 
-def kind_jobs(kind: str, partitions: DynamicPartitionsDefinition,
-              checks: list[AssetChecksDefinition]) -> tuple[Jobs, list[ScheduleDefinition]]:
+def kind_jobs(kind: str, checks: list[AssetChecksDefinition]) -> tuple[Jobs, list[ScheduleDefinition]]:
     def key(name: str) -> AssetKey:
         return AssetKey([kind, name])
 
@@ -40,8 +38,8 @@ def kind_jobs(kind: str, partitions: DynamicPartitionsDefinition,
             description=f"Find, claim and format unembedded {kind}; submit them as batches.",
         ),
         "ingest_delta": define_asset_job(
-            f"{kind}_ingest_delta", selection=AssetSelection.assets(key("embedding_deltas")), partitions_def=partitions,
-            description="Turn one finished batch (the partition) into a delta.",
+            f"{kind}_ingest_delta", selection=AssetSelection.assets(key("embedding_deltas")),
+            description="Turn one finished batch (the partition, from the asset's partitions) into a delta.",
         ),
         "compaction": define_asset_job(
             f"{kind}_compaction", selection=AssetSelection.assets(key("chroma_snapshot")) - reconcile_check,

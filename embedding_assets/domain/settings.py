@@ -20,6 +20,8 @@ from embedding_assets.domain.formatting import DEFAULT_RECIPES, RECIPES
 from embedding_assets.domain.pricing import PRICE_PER_MTOK
 
 PROVIDERS = ("local", "openai")
+# The widest vector the local provider's model (wordllama's l2_supercat_256) gives; it cuts to any size below.
+LOCAL_NATIVE_DIMENSIONS = 256
 
 
 class ConfigError(ValueError):
@@ -107,6 +109,14 @@ class Settings:
                 openai_models.resolve_dimensions(model, dimensions)
             except ValueError as exc:
                 raise ConfigError(f"EMBEDDING_DIMENSIONS={dimensions} with EMBEDDING_MODEL={model!r}: {exc}") from None
+        elif dimensions is not None and dimensions > LOCAL_NATIVE_DIMENSIONS:
+            raise ConfigError(f"EMBEDDING_DIMENSIONS={dimensions}: the local provider's model gives at most "
+                              f"{LOCAL_NATIVE_DIMENSIONS}")
+        heartbeat = reader.number("HEARTBEAT_INTERVAL_SECONDS", 30.0, minimum=0.1)
+        lock_minutes = reader.number("LOCK_DURATION_MINUTES", 5.0, minimum=0.01)
+        if heartbeat >= lock_minutes * 60:
+            raise ConfigError(f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} with LOCK_DURATION_MINUTES={lock_minutes:g}: "
+                              "the heartbeat must renew a lease before it expires (interval < duration)")
         s3_bucket, chromadb_bucket = reader.text("S3_BUCKET"), reader.text("CHROMADB_BUCKET")
         if bool(s3_bucket) != bool(chromadb_bucket):
             missing = "CHROMADB_BUCKET" if s3_bucket else "S3_BUCKET"
@@ -126,8 +136,8 @@ class Settings:
             aws_endpoint_url=reader.text("AWS_ENDPOINT_URL"),
             chroma_persist_directory=Path(reader.text("CHROMA_PERSIST_DIRECTORY") or data_dir / "chroma").absolute(),
             chunk_size=reader.integer("CHUNK_SIZE", 5000, minimum=1, maximum=5461),
-            heartbeat_interval_seconds=reader.number("HEARTBEAT_INTERVAL_SECONDS", 30.0, minimum=0.1),
-            lock_duration_minutes=reader.number("LOCK_DURATION_MINUTES", 5.0, minimum=0.01),
+            heartbeat_interval_seconds=heartbeat,
+            lock_duration_minutes=lock_minutes,
             delete_processed_deltas=reader.boolean("DELETE_PROCESSED_DELTAS", False),
             delete_intermediate_chunks=reader.boolean("DELETE_INTERMEDIATE_CHUNKS", True),
             max_attempts=reader.integer("MAX_ATTEMPTS", 3, minimum=1),

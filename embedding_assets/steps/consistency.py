@@ -11,6 +11,7 @@ random sample of vectors, at a cost that does not grow with the collection.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ def _vectors_for(collection: VectorCollection, keys: Sequence[str], chunk: int =
 def _draw(collection: VectorCollection, total: int, sample: int, rng: random.Random) -> dict[str, list[str]]:
     """About `sample` vectors, in pages read at random offsets."""
     drawn: dict[str, list[str]] = {}
-    for _ in range(min(total, sample) // _SAMPLE_PAGE + (1 if total and sample % _SAMPLE_PAGE else 0)):
+    for _ in range(math.ceil(min(total, sample) / _SAMPLE_PAGE)):
         offset = rng.randrange(max(1, total - _SAMPLE_PAGE + 1))
         got = collection.get(limit=_SAMPLE_PAGE, offset=offset, include=["metadatas"])
         drawn.update((vid, item_keys_of_vector(vid, meta or {})) for vid, meta in zip(got["ids"], got["metadatas"]))

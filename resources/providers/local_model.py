@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from embedding_assets.domain.settings import LOCAL_NATIVE_DIMENSIONS
 from embedding_assets.domain.tokens import Fitted
 
 MODEL = "wordllama-l2-supercat-256"
-NATIVE_DIMENSIONS = 256
+# Named in the domain, so that settings refuse a larger EMBEDDING_DIMENSIONS at load.
+NATIVE_DIMENSIONS = LOCAL_NATIVE_DIMENSIONS
 
 _POOL_TOKENS = 32_768
 
