@@ -118,11 +118,9 @@ class Compactor:
                 report.removed = delete_vectors(collection, stale, self.chunk_size)
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
-            # A run killed mid-merge wrote into a server collection in place: the count may differ, or rows it
-            # upserted are found already holding this batch's vectors; republish so every host reads them anew.
+            # A count the pointer does not say: a run killed mid-merge wrote into a server collection in place.
             miscounted = pointer is not None and pointer.published and pointer.vectors != vectors
-            rerun = bool(records and report.unchanged)
-            if report.added or report.updated or report.removed or (unpublished and records) or miscounted or rerun:
+            if report.added or report.updated or report.removed or (unpublished and records) or miscounted:
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
                 pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor, self.recipe)
