@@ -135,6 +135,11 @@ def test_reembed_builds_a_second_collection_and_switches_the_pointer(server_sett
     start = new.start_reembed(KIND)
     assert start.requeued > 0
     assert search(new.vectors(KIND), new.provider, "TOTAL", k=3), "search answers from the old collection meanwhile"
+    # A row an earlier, abandoned attempt left in the collection this one reuses by name, of an item now gone.
+    leftover = "IMAGE#gone#RECEIPT#00001#LINE#00000"
+    with new.vectors(KIND).next_line().writable(new.provider.model, 128, "row-lower") as (collection, _):
+        collection.add(ids=[leftover], embeddings=new.provider.embed(["gone"]), documents=["GONE"],
+                       metadatas=[{"image_id": "gone", "receipt_id": 1, "line_id": 0, "text": "GONE"}])
     drive(new, KIND)
 
     serving = new.vectors(KIND).latest()
@@ -143,6 +148,7 @@ def test_reembed_builds_a_second_collection_and_switches_the_pointer(server_sett
     _embedded(new, demo_receipts)
     with new.vectors(KIND).readable() as collection:
         assert {len(v) for v in collection.get(include=["embeddings"], limit=20)["embeddings"]} == {128}
+        assert not collection.get(ids=[leftover])["ids"], "checked against the store at the first publish"
 
 
 def test_cli_export_and_restore_bring_back_an_earlier_version(tmp_path, request, monkeypatch, demo_receipts, capsys):

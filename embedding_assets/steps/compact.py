@@ -172,7 +172,13 @@ class Compactor:
         """(vector ids to delete, the change-feed cursor the new version will have applied)."""
         stale = {vid for rows in merged.values() for vid, keys in rows if not any(key in owned for key in keys)}
         if pointer is None or not pointer.published:
-            return sorted(stale), self.store.changes_head(self.kind)  # nothing published can be stale
+            # Nothing published yet, but a server collection may hold rows from before this run (a re-embed
+            # abandoned and started again reuses its name): those are checked against the store once.
+            cursor = self.store.changes_head(self.kind)
+            if collection.count() > len({vid for rows in merged.values() for vid, _ in rows}):
+                stale.update(stale_by_scan(self.store, self.kind, collection, owned))
+                report.full_scan = True
+            return sorted(stale), cursor
         if pointer.changes_cursor is None:  # published before the feed existed: one full scan
             cursor = self.store.changes_head(self.kind)
             stale.update(stale_by_scan(self.store, self.kind, collection, owned))
