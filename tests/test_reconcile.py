@@ -110,6 +110,21 @@ def test_reconcile_drops_a_row_vector_whose_line_was_deleted_and_sends_the_rest_
     assert snapshot_agreement(runtime.store, line).ok and vector_id not in _vector_ids(runtime, "lines")
 
 
+def test_reconcile_reads_again_what_a_lagging_status_listing_left_out_before_removing_its_vector(
+        runtime, demo_receipts, monkeypatch):
+    """DynamoDB lists statuses from an index that lags the items: just marked SUCCESS may not be listed yet."""
+    runtime.store.put_receipts(demo_receipts[:2])
+    drive(runtime, KIND)
+    listing = runtime.store.items_with_status
+    hidden = next(listing(KIND, Status.SUCCESS.value)).key
+    monkeypatch.setattr(runtime.store, "items_with_status",
+                        lambda kind, status: (i for i in listing(kind, status) if i.key != hidden))
+    steps = runtime.tuning.steps
+    report = reconcile(runtime.store, runtime.vectors(KIND), steps.lock_ttl_seconds, steps.heartbeat_seconds, 100,
+                       progress=lambda _: None)
+    assert report.removed == 0 and hidden in _vector_ids(runtime)
+
+
 def test_the_daily_reconcile_job_reports_what_it_repaired(settings, instance, demo_receipts):
     runtime = Runtime.from_settings(settings)
     runtime.store.put_receipts(demo_receipts[:2])

@@ -64,14 +64,16 @@ def reconcile(store: ReceiptStore, vectors: VectorLine, lock_ttl_seconds: float,
         with line.writable(pointer.model, pointer.dimensions, recipe or "") as (collection, _):
             rows = {vector_id: item_keys_of_vector(vector_id, meta or {})
                     for vector_id, meta in iter_metadatas(collection)}
+            # The status listing may lag the items (DynamoDB's index): a vector's item it did not list as
+            # SUCCESS is read again, exactly, before its vector is judged.
+            doubtful = sorted({key for keys in rows.values() for key in keys if key not in success})
+            present = store.items_by_key(kind, doubtful) if doubtful else {}
+            success |= {key for key, item in present.items() if item.status == Status.SUCCESS}
             stale = [vector_id for vector_id, keys in rows.items() if not any(key in success for key in keys)]
             # A row vector with a line deleted from the store carries that line's text: it goes, and the
             # row's SUCCESS lines, no longer covered, are sent again below.
-            partial = {key for keys in rows.values() if any(key in success for key in keys)
-                       for key in keys if key not in success}
-            present = store.items_by_key(kind, sorted(partial)) if partial else {}
-            stale += [vector_id for vector_id, keys in rows.items()
-                      if any(key in success for key in keys) and any(k in partial and k not in present for k in keys)]
+            stale += [vector_id for vector_id, keys in rows.items() if any(key in success for key in keys)
+                      and any(key not in success and key not in present for key in keys)]
             gone = set(stale)
             covered = {key for vector_id, keys in rows.items() if vector_id not in gone for key in keys}
             report.vectors_before = collection.count()

@@ -74,10 +74,17 @@ def trim_feed(store: ReceiptStore, vectors: VectorLine) -> int:
 
 
 def stale_by_scan(store: ReceiptStore, kind: str, collection: VectorCollection, keep: set[str]) -> list[str]:
-    """Every vector whose items are all neither SUCCESS nor in `keep`."""
+    """Every vector whose items are all neither SUCCESS nor in `keep`.
+
+    The status listing may lag the items (DynamoDB's index), so what it
+    leaves out is read again, exactly, before a vector is called stale.
+    """
     success = keep | {item.key for item in store.items_with_status(kind, Status.SUCCESS.value)}
-    return [vid for vid, meta in iter_metadatas(collection)
-            if not any(key in success for key in item_keys_of_vector(vid, meta or {}))]
+    rows = ((vid, item_keys_of_vector(vid, meta or {})) for vid, meta in iter_metadatas(collection))
+    candidates = {vid: keys for vid, keys in rows if not any(key in success for key in keys)}
+    current = store.items_by_key(kind, sorted({key for keys in candidates.values() for key in keys}))
+    return [vid for vid, keys in candidates.items()
+            if not any(key in current and current[key].status == Status.SUCCESS for key in keys)]
 
 
 def delete_vectors(collection: VectorCollection, ids: list[str], chunk_size: int) -> int:
