@@ -222,6 +222,8 @@ def check_layout(item: dict[str, Any]) -> None:
     elif kind == "VECTOR_CHANGE":  # ours: the change feed, under a key no seed query reads, in no GSI but GSITYPE
         assert pk in ("CHANGES#lines", "CHANGES#words") and set(item) == {"PK", "SK", "TYPE", "item_key"}
         _iso_utc({"S": sk.split("#")[0]})
+    elif kind == "EMBEDDING_LEASE":  # ours: a lease the seed has no lock for, outside its GSI1 lock listing
+        assert pk.startswith(f"LOCK#{item['collection']['S']}#") and sk == "LOCK" and "GSI1PK" not in item
     elif kind == "COMPACTION_LOCK":
         collection = item["collection"]["S"]
         assert collection in ("lines", "words") and pk.startswith(f"LOCK#{collection}#") and sk == "LOCK"

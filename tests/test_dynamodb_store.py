@@ -205,6 +205,11 @@ def test_lock_is_the_seed_lock_item(store):
     check_layout(item)
     assert item["owner"] == {"S": ME} and item["collection"] == {"S": "words"}
     assert item["GSI1SK"] == {"S": f"EXPIRES#{item['expires']['S']}"}
+    assert store.acquire_lock("lines-create", ME, 60) and store.heartbeat_lock("lines-create", ME, 120)
+    ours = raw_items(store)[("LOCK#lines#lines-create", "LOCK")]
+    check_layout(ours)
+    assert ours["TYPE"] == {"S": "EMBEDDING_LEASE"} and "GSI1PK" not in ours and "GSI1SK" not in ours, \
+        "the seed's lock listing (GSI1 LOCK#lines) shows its compaction lock only"
     with pytest.raises(ValueError):
         store.acquire_lock("no-collection-named", ME, 60)
     with pytest.raises(ValueError):

@@ -18,6 +18,14 @@ from resources.receipt_store.dynamodb_keys import check_owner, lock_key
 from resources.receipt_store.dynamodb_records import current_time, iso
 from resources.receipt_store.dynamodb_table import DynamoTable
 
+# Our other leases (creating batches, submitting) are items of our own type outside GSI1: the seed lists a
+# collection's locks through `GSI1PK = LOCK#<collection>` and knows only its compaction lock there.
+LEASE_TYPE = "EMBEDDING_LEASE"
+
+
+def _is_seed_lock(name: str, collection: str) -> bool:
+    return name == f"chroma-{collection}-compaction"
+
 
 class DynamoLeases(DynamoTable):
     """Take, renew, release and read a lease with one conditional write or consistent read each."""
@@ -29,10 +37,10 @@ class DynamoLeases(DynamoTable):
         check_owner(owner)
         now = current_time()
         expires = iso(now + timedelta(seconds=ttl_seconds))
-        item: dict[str, Any] = {
-            "PK": key["PK"]["S"], "SK": "LOCK", "TYPE": "COMPACTION_LOCK", "GSI1PK": f"LOCK#{collection}",
-            "GSI1SK": f"EXPIRES#{expires}", "owner": owner, "expires": expires, "heartbeat": iso(now),
-            "collection": collection}
+        item: dict[str, Any] = {"PK": key["PK"]["S"], "SK": "LOCK", "TYPE": LEASE_TYPE, "owner": owner,
+                                "expires": expires, "heartbeat": iso(now), "collection": collection}
+        if _is_seed_lock(name, collection):
+            item |= {"TYPE": "COMPACTION_LOCK", "GSI1PK": f"LOCK#{collection}", "GSI1SK": f"EXPIRES#{expires}"}
         if holder is not None:
             item |= {"holder_host": holder.host, "holder_pid": holder.pid,
                      "holder_started": Decimal(str(holder.started))}
@@ -50,13 +58,14 @@ class DynamoLeases(DynamoTable):
         after it expired: anyone who had taken it over in between would have
         replaced the owner, so two holders never coexist.
         """
-        key, _ = lock_key(name)
+        key, collection = lock_key(name)
         check_owner(owner)
         now = current_time()
         expires = iso(now + timedelta(seconds=ttl_seconds))
         e = Expression()
-        update = (f"SET {e.n('expires')} = {e.v(expires)}, {e.n('heartbeat')} = {e.v(iso(now))},"
-                  f" {e.n('GSI1SK')} = {e.v(f'EXPIRES#{expires}')}")
+        update = f"SET {e.n('expires')} = {e.v(expires)}, {e.n('heartbeat')} = {e.v(iso(now))}"
+        if _is_seed_lock(name, collection):
+            update += f", {e.n('GSI1SK')} = {e.v(f'EXPIRES#{expires}')}"
         return self._conditional("update_item", Key=key, UpdateExpression=update,
                                  ConditionExpression=f"{e.n('owner')} = {e.v(owner)}", **e.kwargs())[0]
 
