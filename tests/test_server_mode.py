@@ -124,6 +124,34 @@ def test_compactor_killed_mid_merge_converges(tmp_path, request, demo_receipts, 
     assert report.added == 0 and not report.published
 
 
+def test_a_compactor_killed_after_replacing_rows_in_place_publishes_them_as_a_new_version(tmp_path, request,
+                                                                                         demo_receipts):
+    """The count is unchanged, but the served collection changed: every host's per-version index must renew."""
+    env = server_env(tmp_path, request) | {"LOCK_DURATION_MINUTES": str(LEASE_SECONDS / 60),
+                                           "HEARTBEAT_INTERVAL_SECONDS": "1"}
+    settings = Settings.from_env(env)
+    runtime = Runtime.from_settings(settings)
+    runtime.store.put_receipts(demo_receipts[:1])
+    drive(runtime, KIND)
+    before = runtime.vectors(KIND).latest()
+    edited = next(i for i in runtime.store.items_with_status(KIND, Status.SUCCESS.value) if i.text != "ZEBRA")
+    runtime.store.set_text(KIND, edited.key, "ZEBRA")
+    runtime.pipeline.prepare(KIND, 10_000_000, progress=lambda _: None)
+    runtime.pipeline.submit(KIND, progress=lambda _: None)
+    for record in runtime.pipeline.poll(KIND, 1000)[0]:
+        runtime.pipeline.ingest(record.batch_id, progress=lambda _: None)
+
+    kill_during(settings, "compact", KIND, "chromadb.api.models.Collection:Collection.upsert", "after")
+    assert runtime.vectors(KIND).latest() == before, "killed before its swap"
+    time.sleep(LEASE_SECONDS + 0.5)
+    report = runtime.compactor(KIND).run()
+
+    assert report.unchanged and report.published and runtime.vectors(KIND).latest().version > before.version
+    hits = search(runtime.vectors(KIND), runtime.provider, "zebra", k=1, mode="lexical")
+    assert hits and "ZEBRA" in hits[0].text
+    _embedded(runtime, demo_receipts[:1])
+
+
 def test_reembed_builds_a_second_collection_and_switches_the_pointer(server_settings, demo_receipts):
     old = Runtime.from_settings(replace(server_settings, dimensions=256))
     old.store.put_receipts(demo_receipts)

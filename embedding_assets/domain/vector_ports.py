@@ -112,6 +112,9 @@ class VectorLine(Protocol):
 
     kind: str
     line: str
+    # Whether writes land in the published collection itself (a server), seen before any swap; a snapshot
+    # line writes a private working copy.
+    writes_in_place: bool
 
     def next_line(self) -> VectorLine: ...
 

@@ -118,9 +118,12 @@ class Compactor:
                 report.removed = delete_vectors(collection, stale, self.chunk_size)
                 vectors = collection.count()
             unpublished = pointer is None or not pointer.published
-            # A count the pointer does not say: a run killed mid-merge wrote into a server collection in place.
+            # A run killed mid-merge wrote into a server collection in place: the count the pointer says may
+            # differ, or rows it replaced are found holding this batch's vectors; a new version makes every
+            # host read them anew (its lexical index is built per version).
             miscounted = pointer is not None and pointer.published and pointer.vectors != vectors
-            if report.added or report.updated or report.removed or (unpublished and records) or miscounted:
+            rerun = target.writes_in_place and bool(records and report.unchanged)
+            if report.added or report.updated or report.removed or (unpublished and records) or miscounted or rerun:
                 staged = target.stage(self.vectors.next_version())
                 lease.check()
                 pointer = target.swap(staged, vectors, self.model, self.dimensions, cursor, self.recipe)

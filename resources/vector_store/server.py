@@ -173,6 +173,7 @@ class ServerLine(PointerLine):
     """One line of a kind's collections on the server (the `VectorLine` port)."""
 
     prefix = "collections"
+    writes_in_place = True
 
     def __init__(self, owner: ServerVectorStore, kind: str, line: str):
         super().__init__(owner.objects, kind, line)

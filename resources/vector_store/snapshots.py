@@ -98,6 +98,8 @@ def _identity(pointer: Pointer | None) -> str:
 
 
 class SnapshotStore(PointerLine):
+    writes_in_place = False
+
     def __init__(self, objects: ObjectStore, cache_dir: Path, kind: str, keep_versions: int = 3, line: str = SERVING):
         super().__init__(objects, kind, line)
         self.cache_dir = Path(cache_dir)
