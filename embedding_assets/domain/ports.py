@@ -53,9 +53,14 @@ class ReceiptStore(Protocol):
         """
 
     def release(
-        self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int
+        self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int,
+        count_attempt: bool = True,
     ) -> tuple[int, int]:
-        """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed)."""
+        """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed).
+
+        `count_attempt=False`: back to NONE as it was, for items whose batch did nothing wrong (superseded
+        by a model change), so it never brings them nearer to FAILED.
+        """
 
     def mark_success(self, kind: str, keys: Sequence[str], batch_id: str) -> int:
         """PENDING(batch_id) -> SUCCESS; returns how many changed."""

@@ -273,6 +273,6 @@ class Compactor:
             for vector_id, meta in zip(chunk.ids, chunk.metadatas)
             for key in item_keys_of_vector(vector_id, meta)
         ]
-        self.store.release(self.kind, keys, record.batch_id, reason, self.max_attempts + 1)
+        self.store.release(self.kind, keys, record.batch_id, reason, self.max_attempts, count_attempt=False)
         self.store.update_batch(record.batch_id, last_error=reason)
         log.warning("%s: delta %s %s", self.kind, record.batch_id, reason)

@@ -74,7 +74,8 @@ class DynamoStatuses(DynamoChanges):
         return [key for key, outcome in self._transition(kind, keys, build).items() if won(*outcome)]
 
     def release(
-        self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int
+        self, kind: str, keys: Sequence[str], batch_id: str, error: str | None, max_attempts: int,
+        count_attempt: bool = True,
     ) -> tuple[int, int]:
         """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed).
 
@@ -90,14 +91,16 @@ class DynamoStatuses(DynamoChanges):
 
         def build(status: Status) -> Callable[[str, Expression], dict[str, Any]]:
             def update(key: str, e: Expression) -> dict[str, Any]:
-                attempts = e.n("embedding_attempts")
-                if status is Status.NONE:
-                    budget = f"(attribute_not_exists({attempts}) OR {attempts} < {e.v(limit)})"
-                else:
-                    budget = f"{attempts} >= {e.v(limit)}" if limit > 0 else "attribute_exists(PK)"
+                budget, sets = "attribute_exists(PK)", []
+                if count_attempt:
+                    attempts = e.n("embedding_attempts")
+                    if status is Status.NONE:
+                        budget = f"(attribute_not_exists({attempts}) OR {attempts} < {e.v(limit)})"
+                    elif limit > 0:
+                        budget = f"{attempts} >= {e.v(limit)}"
+                    sets = [f"{attempts} = if_not_exists({attempts}, {e.v(0)}) + {e.v(1)}"]
                 owner = (f"{e.n('embedding_batch_id')} = {e.v(batch_id)}" if batch_id
                          else f"attribute_not_exists({e.n('embedding_batch_id')})")
-                sets = [f"{attempts} = if_not_exists({attempts}, {e.v(0)}) + {e.v(1)}"]
                 removes = [e.n("embedding_batch_id")]
                 if error is None:
                     removes.append(e.n("embedding_error"))
@@ -109,6 +112,8 @@ class DynamoStatuses(DynamoChanges):
 
         released = 0
         remaining: list[str] = list(keys)
+        if not count_attempt:
+            return sum(done for done, _ in self._transition(kind, keys, build(Status.NONE)).values()), 0
         if limit > 0:
             outcomes = self._transition(kind, keys, build(Status.NONE))
             released = sum(done for done, _ in outcomes.values())

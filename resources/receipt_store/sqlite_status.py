@@ -40,7 +40,7 @@ class SqliteStatuses(SqliteDatabase):
         return won
 
     def release(self, kind: str, keys: Sequence[str], batch_id: str, error: str | None,
-                max_attempts: int) -> tuple[int, int]:
+                max_attempts: int, count_attempt: bool = True) -> tuple[int, int]:
         """PENDING(batch_id) -> NONE with attempts + 1, or FAILED at the limit; returns (released, failed).
 
         Only the owning batch may release an item: a batch that lost its items
@@ -50,6 +50,13 @@ class SqliteStatuses(SqliteDatabase):
         now = now_iso()
         released = failed = 0
         with self._write() as conn:
+            if not count_attempt:
+                for key in keys:
+                    released += conn.execute(
+                        "UPDATE items SET status = 'NONE', batch_id = NULL, last_error = ?, updated_at = ?"
+                        " WHERE key = ? AND kind = ? AND status = 'PENDING' AND batch_id = ?",
+                        (error, now, key, kind, batch_id)).rowcount
+                return released, 0
             for key in keys:
                 params = (error, now, key, kind, batch_id, max_attempts)
                 if conn.execute(

@@ -183,6 +183,20 @@ def test_two_claimers_racing_each_win_disjoint_items(store_backend):
     assert {key for key, batch_id in owners.items() if batch_id == "a"} == set(won_a)
 
 
+def test_an_uncounted_release_never_brings_an_item_nearer_to_failed(receipt_store):
+    """A batch superseded by a model change did nothing wrong: its items go back as they were."""
+    store = receipt_store
+    store.put_receipts([make_receipt("img-u", 1, ["A"])])
+    a = line_key("img-u", 1, 0)
+    store.claim("lines", [a], "b1")
+    assert store.release("lines", [a], "b1", "failed once", max_attempts=2) == (1, 0)
+    store.claim("lines", [a], "b2")
+    assert store.release("lines", [a], "other", "x", max_attempts=2, count_attempt=False) == (0, 0)
+    assert store.release("lines", [a], "b2", "superseded", max_attempts=2, count_attempt=False) == (1, 0)
+    item = store.receipt_items("lines", "img-u", 1)[0]
+    assert (item.status, item.attempts, item.batch_id, item.last_error) == (Status.NONE, 1, None, "superseded")
+
+
 def test_release_returns_to_none_then_fails_at_the_limit(receipt_store):
     store = receipt_store
     store.put_receipts([make_receipt("img-a", 1, ["A", "B"])])
