@@ -12,10 +12,10 @@ from resources.receipt_store.dynamodb_expressions import Expression, dump, load
 from resources.receipt_store.dynamodb_keys import BATCH_TYPE, SEED_STATUS
 from resources.receipt_store.dynamodb_records import BATCH_FIELDS, batch_attributes, current_time, iso, to_batch
 from resources.receipt_store.dynamodb_table import DynamoTable, error_code
-from resources.receipt_store.rules import check_batch_changes, check_kind
+from resources.receipt_store.rules import BatchUpdates, check_batch_changes, check_kind
 
 
-class DynamoBatches(DynamoTable):
+class DynamoBatches(BatchUpdates, DynamoTable):
     """Create, change and list batch records; summaries the seed wrote itself are skipped."""
 
     def put_batch(self, record: BatchRecord) -> None:
@@ -37,20 +37,6 @@ class DynamoBatches(DynamoTable):
         done, _ = self._conditional("put_item", Item=dump(item), ConditionExpression="attribute_not_exists(PK)")
         if not done:
             raise ValueError(f"batch {record.batch_id!r} already exists")
-
-    def update_batch(self, batch_id: str, **changes: Any) -> BatchRecord:
-        """Change some fields of a record and return it as stored.
-
-        batch_id and updated_at are not accepted: the id is the record's
-        identity and updated_at is always set to now here.
-        """
-        updated = self._update_batch(batch_id, None, changes)
-        if updated is None:
-            raise KeyError(batch_id)
-        return updated
-
-    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
-        return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)
 
     def _update_batch(self, batch_id: str, stages: list[str] | None, changes: dict[str, Any]) -> BatchRecord | None:
         check_batch_changes(changes)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
-from embedding_assets.domain.models import KINDS, BatchRecord, Receipt
+from embedding_assets.domain.models import KINDS, BatchRecord, Receipt, Stage
 
 # The id is the record's identity and updated_at is the store's to set.
 UPDATABLE_BATCH_FIELDS = frozenset(f.name for f in dataclasses.fields(BatchRecord)) - {"batch_id", "updated_at"}
@@ -37,3 +38,26 @@ def validate_receipt(receipt: Receipt) -> None:
             if item.key in seen:
                 raise ValueError(f"{item.key} appears twice in receipt {receipt.key}")
             seen.add(item.key)
+
+
+class BatchUpdates:
+    """The batch record updates both stores offer, over each store's one conditional write."""
+
+    def _update_batch(self, batch_id: str, stages: list[str] | None, changes: dict[str, Any]) -> BatchRecord | None:
+        """Apply `changes` (and updated_at) if the record exists and, when `stages` is given, is in one of them;
+        the record as stored, or None when it did not apply."""
+        raise NotImplementedError
+
+    def update_batch(self, batch_id: str, **changes: Any) -> BatchRecord:
+        """Change some fields of a record and return it as stored.
+
+        batch_id and updated_at are not accepted: the id is the record's
+        identity and updated_at is always set to now here.
+        """
+        updated = self._update_batch(batch_id, None, changes)
+        if updated is None:
+            raise KeyError(batch_id)
+        return updated
+
+    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
+        return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from embedding_assets.domain.models import BatchRecord, LockHolder, LockState, Stage
-from resources.receipt_store.rules import check_batch_changes
+from resources.receipt_store.rules import BatchUpdates, check_batch_changes
 from resources.receipt_store.sqlite_database import SqliteDatabase
 from resources.receipt_store.sqlite_schema import BATCH_FIELDS, batch_column, now_iso, row_batch
 
 
-class SqliteBatches(SqliteDatabase):
+class SqliteBatches(BatchUpdates, SqliteDatabase):
     """Create, change and list batch records."""
 
     def put_batch(self, record: BatchRecord) -> None:
@@ -33,20 +33,6 @@ class SqliteBatches(SqliteDatabase):
             )
             if not cursor.rowcount:
                 raise ValueError(f"batch {record.batch_id!r} already exists")
-
-    def update_batch(self, batch_id: str, **changes: Any) -> BatchRecord:
-        """Change some fields of a record and return it as stored.
-
-        batch_id and updated_at are not accepted: the id is the record's
-        identity and updated_at is always set to now here.
-        """
-        updated = self._update_batch(batch_id, None, changes)
-        if updated is None:
-            raise KeyError(batch_id)
-        return updated
-
-    def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
-        return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)
 
     def _update_batch(self, batch_id: str, stages: list[str] | None, changes: dict[str, Any]) -> BatchRecord | None:
         check_batch_changes(changes)
