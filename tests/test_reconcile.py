@@ -123,6 +123,7 @@ def test_reconcile_reads_again_what_a_lagging_status_listing_left_out_before_rem
     report = reconcile(runtime.store, runtime.vectors(KIND), steps.lock_ttl_seconds, steps.heartbeat_seconds, 100,
                        progress=lambda _: None)
     assert report.removed == 0 and hidden in _vector_ids(runtime)
+    assert snapshot_agreement(runtime.store, runtime.vectors(KIND)).ok, "nor does the full check call it extra"
 
 
 def test_the_daily_reconcile_job_reports_what_it_repaired(settings, instance, demo_receipts):

@@ -62,19 +62,19 @@ def item_keys_in(line: VectorLine) -> set[str]:
 
 
 def snapshot_agreement(store: ReceiptStore, vectors: VectorLine) -> Agreement:
+    """Every vector against every SUCCESS item. Where the status listing and the vectors disagree, the
+    items are read again, exactly: the listing may lag the items (DynamoDB's index, just after a compaction)."""
     line = vectors.target()
     success = {item.key for item in store.items_with_status(line.kind, Status.SUCCESS.value)}
-    covered: set[str] = set()
-    extra: list[str] = []
-    extra_keys: set[str] = set()
     with line.readable() as collection:
-        if collection is not None:
-            for vector_id, meta in iter_metadatas(collection):
-                keys = item_keys_of_vector(vector_id, meta or {})
-                covered.update(keys)
-                if not any(key in success for key in keys):
-                    extra.append(vector_id)
-                    extra_keys.update(keys)
+        listed = iter_metadatas(collection) if collection is not None else iter(())
+        rows = {vector_id: item_keys_of_vector(vector_id, meta or {}) for vector_id, meta in listed}
+    covered = {key for keys in rows.values() for key in keys}
+    doubtful = sorted((covered - success) | (success - covered))
+    exact = store.items_by_key(line.kind, doubtful) if doubtful else {}
+    success = (success - set(doubtful)) | {key for key, item in exact.items() if item.status == Status.SUCCESS}
+    extra = [vector_id for vector_id, keys in rows.items() if not any(key in success for key in keys)]
+    extra_keys = {key for vector_id in extra for key in rows[vector_id]}
     missing = sorted(success - covered)
     awaiting = len(covered - success - extra_keys)
     return Agreement(
