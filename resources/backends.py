@@ -58,10 +58,6 @@ def open_batch_provider(settings: Settings) -> BatchProvider:
     return LocalBatchProvider(settings.provider_dir, dimensions=settings.dimensions)
 
 
-def vector_store_backend(settings: Settings) -> str:
-    return "server" if settings.chroma_server else "snapshots"
-
-
 def open_vector_store(settings: Settings, objects: ObjectStore) -> VectorStore:
     if settings.chroma_server is not None:
         from resources.vector_store.server import ServerVectorStore

@@ -45,12 +45,15 @@ def _decide(kind: str, job_name: str, instance: DagsterInstance,
             embedding: EmbeddingResource) -> RunRequest | SkipReason:
     runtime = embedding.open()
     waiting = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
-    building = runtime.vectors(kind).next_line().latest()
+    line = runtime.vectors(kind)
+    building = line.next_line().latest()
     lease = runtime.store.lock_state(compaction_lease(kind))
     in_flight = compaction_in_flight(_run_id(instance, job_name, WAITING),
                                      _run_id(instance, job_name, [DagsterRunStatus.STARTED]),
                                      lease is not None and not provably_dead(lease.holder))
-    decision = decide_compaction(waiting, building, in_flight, changes_waiting(runtime.store, runtime.vectors(kind)))
+    # The change feed only matters when no delta waits (a compaction for the deltas applies it too).
+    changes = 0 if waiting else changes_waiting(runtime.store, line)
+    decision = decide_compaction(waiting, building, in_flight, changes)
     if not decision.run:
         return SkipReason(decision.reason)
     return RunRequest(run_key=decision.run_key, tags=decision.tags)

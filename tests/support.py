@@ -238,3 +238,10 @@ def check_layout(item: dict[str, Any]) -> None:
         assert pk.startswith("EMBEDDING_MERCHANT#IMAGE#") and set(item) == {"PK", "SK", "TYPE", "merchant_name"}
     else:
         assert kind == "RECEIPT" or sk.count("#") == 1, kind
+
+
+def one_line_error(capsys) -> str:
+    """What a CLI command printed on stderr, required to be one line and no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()

@@ -33,14 +33,9 @@ from embedding_assets.domain.models import Receipt
 from embedding_assets.domain.settings import LOCAL_NATIVE_DIMENSIONS, Settings
 from embedding_assets.domain.vectors import Pointer
 from embedding_assets.wiring import Runtime
+from tests.support import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
 
 
 def test_a_lease_held_by_a_live_process_is_waited_for_within_the_timeout(env, capsys):
@@ -53,8 +48,8 @@ def test_a_lease_held_by_a_live_process_is_waited_for_within_the_timeout(env, ca
     out = capsys.readouterr()
     assert code == EXIT_TIMED_OUT and 1 <= waited < 30
     assert "[lines] waiting for lease lines-create, held by process" in out.out
-    assert "Traceback" not in out.err and out.err.strip().splitlines() == [
-        line for line in out.err.strip().splitlines() if "timed out: lease lines-create still held by process" in line]
+    (line,) = out.err.strip().splitlines()
+    assert "Traceback" not in out.err and "timed out: lease lines-create still held by process" in line
 
 
 def test_a_command_that_needs_a_held_lease_says_who_holds_it(env, capsys):

@@ -124,6 +124,7 @@ def test_a_renewal_that_errors_is_tried_again_and_the_lease_stays_ours(runtime, 
     monkeypatch.setattr(store, "heartbeat_lock", flaky)
     with Lease(store, NAME, 1.0, 0.2) as lease:
         time.sleep(2.0)  # two TTLs: only renewals after the failed one keep it
+        assert next(failures, None) is None, "the failing renewal was tried"
         lease.check()
         assert store.lock_owner(NAME) == lease.owner
         with pytest.raises(LeaseHeld), Lease(store, NAME, 1.0, 0.2):

@@ -14,6 +14,7 @@ from embedding_assets.cli.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAG
 from embedding_assets.defs.assets import build_kind
 from sensors.decisions import MAX_INGEST_RUNS
 from tests.fake_dagster_webserver import FakeRun, FakeWebserver
+from tests.support import one_line_error
 
 pytest_plugins = ["tests.fake_dagster_webserver"]
 
@@ -23,12 +24,6 @@ LINES = build_kind("lines")
 @pytest.fixture(autouse=True)
 def quick_polls(monkeypatch):
     monkeypatch.setattr(deployment, "POLL_SECONDS", 0.05)
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
 
 
 def created(batch_ids: list[str], submitted: int, held: int = 0):

@@ -18,14 +18,10 @@ if TYPE_CHECKING:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from embedding_assets.api import open_runtime, search_receipts
-    from embedding_assets.steps.search import NoSnapshot
 
-    try:
+    try:  # NoSnapshot is told and exits 1 through cli.errors, as for every command
         runtime = open_runtime(settings)
         hits = search_receipts(args.text, args.kind, args.k, args.merchant, runtime, args.mode, args.receipt)
-    except NoSnapshot as exc:
-        print(exc, file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"search: {exc}", file=sys.stderr)
         return 2

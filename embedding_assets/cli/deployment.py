@@ -32,11 +32,10 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from embedding_assets.cli.errors import EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
 from embedding_assets.defs.assets import KindDefinitions, build_kind
-from sensors.decisions import MAX_INGEST_RUNS, awaiting_retry
+from sensors.decisions import MAX_INGEST_RUNS, WILL_RETRY_TAG, awaiting_retry
 
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 POLL_SECONDS = 2.0
-RETRYING_TAG = "dagster/will_retry"  # set by the daemon on a failed run it is going to retry
 
 _RUNS = """
 query($filter: RunsFilter!) { runsOrError(filter: $filter) { __typename
@@ -94,7 +93,7 @@ class RunView:
 
     @property
     def retried(self) -> bool:
-        return self.status == "FAILURE" and self.tags.get(RETRYING_TAG) == "true"
+        return self.status == "FAILURE" and self.tags.get(WILL_RETRY_TAG) == "true"
 
 
 class Deployment:

@@ -193,7 +193,8 @@ def run_kind(
             unclaimable = loop.create(unclaimable)
             loop.ingest_finished()
             deltas = len(runtime.store.list_batches(kind, [Stage.DELTA_READY]))
-            if decide_compaction(deltas, None, None, changes_waiting(runtime.store, runtime.vectors(kind))).run:
+            changes = 0 if deltas else changes_waiting(runtime.store, runtime.vectors(kind))
+            if decide_compaction(deltas, None, None, changes).run:
                 loop.compact()
             counts = runtime.store.status_counts(kind)
             summary.pending = counts.get(Status.PENDING.value, 0)

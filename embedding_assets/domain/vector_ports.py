@@ -16,7 +16,8 @@ from embedding_assets.domain.vectors import Pointer, Staged
 
 
 class VectorCollection(Protocol):
-    """One opened collection, in Chroma's terms (a Chroma `Collection` is one, local or on a server)."""
+    """One opened collection: the part of Chroma's `Collection` API the steps use (a Chroma collection is one,
+    local or on a server)."""
 
     @property
     def name(self) -> str: ...
@@ -26,50 +27,17 @@ class VectorCollection(Protocol):
 
     def count(self) -> int: ...
 
-    def get(
-        self,
-        ids: Any = None,
-        where: Any = None,
-        limit: Any = None,
-        offset: Any = None,
-        where_document: Any = None,
-        include: Any = ...,
-    ) -> Any: ...
+    def get(self, ids: Any = None, where: Any = None, limit: Any = None, offset: Any = None,
+            include: Any = ...) -> Any: ...
 
-    def add(
-        self,
-        ids: Any,
-        embeddings: Any = None,
-        metadatas: Any = None,
-        documents: Any = None,
-        images: Any = None,
-        uris: Any = None,
-    ) -> None: ...
+    def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None) -> None: ...
 
-    def upsert(
-        self,
-        ids: Any,
-        embeddings: Any = None,
-        metadatas: Any = None,
-        documents: Any = None,
-        images: Any = None,
-        uris: Any = None,
-    ) -> None: ...
+    def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None) -> None: ...
 
-    def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None: ...
+    def delete(self, ids: Any = None, where: Any = None) -> None: ...
 
-    def query(
-        self,
-        query_embeddings: Any = None,
-        query_texts: Any = None,
-        query_images: Any = None,
-        query_uris: Any = None,
-        ids: Any = None,
-        n_results: int = 10,
-        where: Any = None,
-        where_document: Any = None,
-        include: Any = ...,
-    ) -> Any: ...
+    def query(self, query_embeddings: Any = None, n_results: int = 10, where: Any = None,
+              include: Any = ...) -> Any: ...
 
 
 class LexicalIndex(Protocol):

@@ -222,7 +222,8 @@ class Compactor:
                 new = [n for n in own if chunk.ids[n] not in holder]
                 changed = [n for n in own if chunk.ids[n] in holder and holder[chunk.ids[n]] != record.batch_id]
                 # This batch's vector left by a run killed before the item moved on: it goes with the stale.
-                leftover = [n for n in range(len(chunk.ids)) if n not in set(own)
+                owned_rows = set(own)
+                leftover = [n for n in range(len(chunk.ids)) if n not in owned_rows
                             and holder.get(chunk.ids[n]) == record.batch_id]
                 report.skipped += len(chunk.ids) - len(own)
                 for op, rows in ((collection.add, new), (collection.upsert, changed)):

@@ -131,10 +131,11 @@ def search_view(view: SearchView, provider: BatchProvider, query: Query) -> list
     # collection whose every vector records its row (`rows`; older collections hold vectors without).
     rows_recorded = bool((view.collection.metadata or {}).get("rows"))
     top = header_rows(query.text) if query.mode == "hybrid" and rows_recorded else None
-    vector = _vector_ranking(view, provider, query, _where(query, merchants, top), depth) if top else {}
+    embedding = _query_embedding(view, provider, query) if query.mode != "lexical" else None
+    vector = _vector_ranking(view, embedding, _where(query, merchants, top), depth) if top else {}
     in_header = bool(vector)
-    if not in_header and query.mode != "lexical":
-        vector = _vector_ranking(view, provider, query, _where(query, merchants), depth)
+    if not in_header and embedding is not None:
+        vector = _vector_ranking(view, embedding, _where(query, merchants), depth)
     lexical: list[tuple[str, float]] = []
     if query.mode != "vector":
         # hybrid takes every match, so a vector candidate past the lexical top still gets its keyword's due
@@ -188,12 +189,16 @@ def _where(query: Query, merchants: list[str] | None, top_rows: int | None = Non
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _vector_ranking(view: SearchView, provider: BatchProvider, query: Query, where: dict[str, Any] | None,
-                    depth: int) -> dict[str, tuple[tuple[str | None, dict[str, Any]], float]]:
-    """id -> ((document, metadata), distance), nearest first (dicts keep insertion order)."""
+def _query_embedding(view: SearchView, provider: BatchProvider, query: Query) -> Any:
+    """The query embedded as the version's vectors were: its model, size, and lower-cased for a -lower recipe."""
     meta = view.collection.metadata or {}
     text = query.text.lower() if str(meta.get("recipe") or "").endswith("-lower") else query.text
-    embedding = provider.embed([text], meta.get("model"), int(meta.get("dimensions") or 0) or None)
+    return provider.embed([text], meta.get("model"), int(meta.get("dimensions") or 0) or None)
+
+
+def _vector_ranking(view: SearchView, embedding: Any, where: dict[str, Any] | None,
+                    depth: int) -> dict[str, tuple[tuple[str | None, dict[str, Any]], float]]:
+    """id -> ((document, metadata), distance), nearest first (dicts keep insertion order)."""
     result = view.collection.query(query_embeddings=embedding, n_results=depth, where=where,
                                    include=["metadatas", "documents", "distances"])
     return {vid: ((doc, m or {}), float(dist)) for vid, doc, m, dist in

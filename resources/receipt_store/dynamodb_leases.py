@@ -17,6 +17,7 @@ from resources.receipt_store.dynamodb_expressions import Expression, dump
 from resources.receipt_store.dynamodb_keys import check_owner, lock_key
 from resources.receipt_store.dynamodb_records import current_time, iso
 from resources.receipt_store.dynamodb_table import DynamoTable
+from resources.receipt_store.rules import LeaseOwner
 
 # Our other leases (creating batches, submitting) are items of our own type outside GSI1: the seed lists a
 # collection's locks through `GSI1PK = LOCK#<collection>` and knows only its compaction lock there.
@@ -27,7 +28,7 @@ def _is_seed_lock(name: str, collection: str) -> bool:
     return name == f"chroma-{collection}-compaction"
 
 
-class DynamoLeases(DynamoTable):
+class DynamoLeases(LeaseOwner, DynamoTable):
     """Take, renew, release and read a lease with one conditional write or consistent read each."""
 
     def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
@@ -74,14 +75,6 @@ class DynamoLeases(DynamoTable):
         e = Expression()
         return self._conditional("delete_item", Key=key, ConditionExpression=f"{e.n('owner')} = {e.v(owner)}",
                                  **e.kwargs())[0]
-
-    def lock_owner(self, name: str) -> str | None:
-        """The owner of an unexpired lease, else None."""
-        key, _ = lock_key(name)
-        lock = self._get(key)
-        if lock is None or lock.get("expires", "") <= iso(current_time()):
-            return None
-        return lock.get("owner")
 
     def lock_state(self, name: str) -> LockState | None:
         key, _ = lock_key(name)

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from embedding_assets.domain.models import KINDS, BatchRecord, Receipt, Stage
+from embedding_assets.domain.models import KINDS, BatchRecord, LockState, Receipt, Stage
 
 # The id is the record's identity and updated_at is the store's to set.
 UPDATABLE_BATCH_FIELDS = frozenset(f.name for f in dataclasses.fields(BatchRecord)) - {"batch_id", "updated_at"}
@@ -61,3 +61,15 @@ class BatchUpdates:
 
     def update_batch_from(self, batch_id: str, stages: Iterable[Stage], **changes: Any) -> BatchRecord | None:
         return self._update_batch(batch_id, [Stage(stage).value for stage in stages], changes)
+
+
+class LeaseOwner:
+    """`lock_owner` as both stores answer it: from the one read of `lock_state`."""
+
+    def lock_state(self, name: str) -> LockState | None:
+        raise NotImplementedError
+
+    def lock_owner(self, name: str) -> str | None:
+        """The owner of an unexpired lease, else None."""
+        state = self.lock_state(name)
+        return state.owner if state is not None else None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from embedding_assets.domain.models import BatchRecord, LockHolder, LockState, Stage
-from resources.receipt_store.rules import BatchUpdates, check_batch_changes
+from resources.receipt_store.rules import BatchUpdates, LeaseOwner, check_batch_changes
 from resources.receipt_store.sqlite_database import SqliteDatabase
 from resources.receipt_store.sqlite_schema import BATCH_FIELDS, batch_column, now_iso, row_batch
 
@@ -66,7 +66,7 @@ class SqliteBatches(BatchUpdates, SqliteDatabase):
         return [row_batch(row) for row in rows]
 
 
-class SqliteLeases(SqliteDatabase):
+class SqliteLeases(LeaseOwner, SqliteDatabase):
     """Leases: a lease is expired once `expires` (epoch seconds) is not after now."""
 
     def acquire_lock(self, name: str, owner: str, ttl_seconds: float, holder: LockHolder | None = None,
@@ -106,11 +106,6 @@ class SqliteLeases(SqliteDatabase):
     def release_lock(self, name: str, owner: str) -> bool:
         with self._write() as conn:
             return conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner)).rowcount == 1
-
-    def lock_owner(self, name: str) -> str | None:
-        """The owner of an unexpired lease, else None."""
-        rows = self._read("SELECT owner FROM locks WHERE name = ? AND expires > ?", (name, time.time()))
-        return rows[0]["owner"] if rows else None
 
     def lock_state(self, name: str) -> LockState | None:
         rows = self._read("SELECT * FROM locks WHERE name = ? AND expires > ?", (name, time.time()))

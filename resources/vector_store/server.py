@@ -187,9 +187,12 @@ class ServerLine(PointerLine):
         exported = read_pointer(self.objects, self._exports().pointer_key)
         return max(super().version_floor(), exported.version if exported else 0)
 
-    def collection_name(self) -> str:
-        """The collection this line writes to: the pointer's, or the one its first version will be."""
-        pointer = self.latest()
+    def collection_name(self, pointer: Pointer | None = None) -> str:
+        """The collection this line writes to: the pointer's, or the one its first version will be.
+
+        `pointer`: the line's pointer when the caller has just read it (else it is read here).
+        """
+        pointer = pointer or self.latest()
         if pointer is not None and pointer.published:
             return pointer.key
         return f"{self.kind}_v{self.next_version():08d}"
@@ -198,7 +201,7 @@ class ServerLine(PointerLine):
     def writable(self, model: str, dimensions: int | None, recipe: str) -> Iterator[tuple[Any, Pointer | None]]:
         """The line's collection on the server, created for `model` and `recipe` when new; writes are seen at once."""
         pointer = self.latest()
-        name = self.collection_name()
+        name = self.collection_name(pointer)
         client = self.owner.client()
         if pointer is None or not pointer.published:
             self._drop_unnamed_of_other_model(client, name, model, dimensions, recipe)
@@ -262,7 +265,7 @@ class ServerLine(PointerLine):
     def prune(self) -> list[str]:
         """Drop this kind's collections that no pointer names, beyond the newest `keep_versions`."""
         lines = (self.serving_line(), self.next_line())
-        named = {line.collection_name() for line in lines if line.latest() is not None}
+        named = {line.collection_name(pointer) for line in lines if (pointer := line.latest()) is not None}
         pattern = re.compile(rf"{re.escape(self.kind)}_v\d{{8}}")
         client = self.owner.client()
         ours = sorted(c.name for c in client.list_collections() if pattern.fullmatch(c.name))
